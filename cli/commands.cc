@@ -1,0 +1,44 @@
+#include "cli/commands.h"
+
+#include <iostream>
+
+#include "absl/strings/str_cat.h"
+#include "common/version.h"
+#include "router/router_main.h"
+#include "scheduler/scheduler_main.h"
+#include "worker/worker_main.h"
+
+namespace epinfer {
+namespace {
+
+int RunVersion(int, char**) {
+  std::cout << "epinfer " << kVersion << "\n";
+  return 0;
+}
+
+constexpr Command kCommands[] = {
+    {"router", "run the router (public API, cluster map)", RunRouter},
+    {"worker", "run one EP worker rank", RunWorker},
+    {"scheduler", "run the scheduler (telemetry, EPLB, batch budgets)", RunScheduler},
+    {"version", "print the version", RunVersion},
+};
+
+}  // namespace
+
+const Command* FindCommand(const std::string& name) {
+  for (const Command& command : kCommands) {
+    if (name == command.name) return &command;
+  }
+  return nullptr;
+}
+
+std::string CommandsUsage() {
+  std::string out = "usage: epinfer <command> [flags]   (epinfer <command> --help for its flags)\n\n";
+  for (const Command& command : kCommands) {
+    absl::StrAppend(&out, "  ", command.name, std::string(12 - std::string(command.name).size(), ' '),
+                    command.summary, "\n");
+  }
+  return out;
+}
+
+}  // namespace epinfer

@@ -1,0 +1,82 @@
+#!/usr/bin/python3
+"""The three server binaries, as an operator sees them: they listen, log where, answer health and
+reflection, export /metrics, stop cleanly on SIGTERM and reject bad flags with exit code 2."""
+import os
+import sys
+import unittest
+import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+import grpc  # noqa: E402
+import grpc_raw  # noqa: E402
+import procs  # noqa: E402
+
+COMPONENTS = {
+    "router": ("router/router", ["--cluster_port=0"], "epinfer.v1.Completions"),
+    "worker": ("worker/worker", [], "epinfer.v1.Worker"),
+    "scheduler": ("scheduler/scheduler", [], "epinfer.v1.Scheduler"),
+}
+LOCAL = ["--bind=127.0.0.1", "--port=0", "--metrics_port=0"]
+
+
+def metrics(port):
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as response:
+        return response.status, response.read().decode()
+
+
+class BinariesTest(unittest.TestCase):
+
+    def test_each_binary_serves_health_reflection_metrics_and_stops_on_sigterm(self):
+        for name, (path, extra, service) in COMPONENTS.items():
+            with self.subTest(component=name):
+                with procs.Process([procs.runfile(path)] + LOCAL + extra) as p:
+                    ports = p.wait_listening()
+                    address = "127.0.0.1:%d" % ports["grpc"]
+                    self.assertEqual(grpc_raw.health_check(address), "SERVING")
+                    self.assertIn(service, grpc_raw.list_services(address))
+                    self.assertIn("grpc.health.v1.Health", grpc_raw.list_services(address))
+                    status, body = metrics(ports["metrics"])
+                    self.assertEqual(status, 200)
+                    self.assertIn('epinfer_build_info{component="%s"' % name, body)
+                    self.assertIn("process_resident_memory_bytes", body)
+                    self.assertIn("process_cpu_seconds_total", body)
+                    self.assertEqual(p.terminate(timeout_s=30), 0, p.output())
+                    self.assertIn("stopped", p.output())
+
+    def test_router_answers_unimplemented_for_completions_until_serving_lands(self):
+        path, extra, _ = COMPONENTS["router"]
+        with procs.Process([procs.runfile(path)] + LOCAL + extra) as p:
+            ports = p.wait_listening()
+            self.assertIn("cluster", ports)
+            code = grpc_raw.call_status("127.0.0.1:%d" % ports["grpc"],
+                                        "/epinfer.v1.Completions/Complete")
+            self.assertEqual(code, grpc.StatusCode.UNIMPLEMENTED)
+            self.assertEqual(grpc_raw.health_check("127.0.0.1:%d" % ports["cluster"]), "SERVING")
+
+    def test_bad_flags_exit_2_with_usage(self):
+        cases = [["--bogus"], ["--port=notaport"], ["--port=70000"], ["--log_level=loud"],
+                 ["positional"], ["--drain_timeout_s=-1"]]
+        for name, (path, _, _) in COMPONENTS.items():
+            for flags in cases:
+                with self.subTest(component=name, flags=flags):
+                    code, _, err = procs.run([procs.runfile(path)] + flags, timeout_s=30)
+                    self.assertEqual(code, 2, err)
+                    self.assertIn("usage: %s" % name, err)
+
+    def test_help_exits_0(self):
+        code, out, _ = procs.run([procs.runfile("router/router"), "--help"], timeout_s=30)
+        self.assertEqual(code, 0)
+        self.assertIn("--cluster_port", out)
+
+    def test_port_in_use_fails_startup_with_a_message(self):
+        path, extra, _ = COMPONENTS["worker"]
+        with procs.Process([procs.runfile(path)] + LOCAL + extra) as first:
+            ports = first.wait_listening()
+            code, _, err = procs.run([procs.runfile(path), "--bind=127.0.0.1", "--metrics_port=0",
+                                      "--port=%d" % ports["grpc"]], timeout_s=30)
+            self.assertEqual(code, 1, err)
+            self.assertIn("cannot start", err)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
