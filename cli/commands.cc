@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
+#include "cli/model_commands.h"
 #include "common/version.h"
 #include "router/router_main.h"
 #include "scheduler/scheduler_main.h"
@@ -20,6 +21,9 @@ constexpr Command kCommands[] = {
     {"router", "run the router (public API, cluster map)", RunRouter},
     {"worker", "run one EP worker rank", RunWorker},
     {"scheduler", "run the scheduler (telemetry, EPLB, batch budgets)", RunScheduler},
+    {"make-model", "write a random-weight DeepSeek-V3 checkpoint (HF layout)", RunMakeModel},
+    {"forward", "write the logits of every position of a token list", RunForward},
+    {"generate", "generate token ids from a prompt of token ids", RunGenerate},
     {"version", "print the version", RunVersion},
 };
 

@@ -21,9 +21,16 @@ bool IsOwnFlag(const absl::CommandLineFlag& flag) {
   return !absl::StrContains(flag.Filename(), "absl/");
 }
 
+bool IsAllowed(const absl::CommandLineFlag& flag, const std::vector<std::string>& allowed) {
+  if (!IsOwnFlag(flag)) return false;
+  return allowed.empty() ||
+         std::find(allowed.begin(), allowed.end(), flag.Name()) != allowed.end();
+}
+
 }  // namespace
 
-absl::StatusOr<std::vector<std::string>> ParseFlags(const std::vector<std::string>& args) {
+absl::StatusOr<std::vector<std::string>> ParseFlags(const std::vector<std::string>& args,
+                                                   const std::vector<std::string>& allowed) {
   std::vector<std::string> positional;
   for (size_t i = 0; i < args.size(); ++i) {
     absl::string_view arg = args[i];
@@ -44,14 +51,19 @@ absl::StatusOr<std::vector<std::string>> ParseFlags(const std::vector<std::strin
       value = arg.substr(eq + 1);
       has_value = true;
     }
-    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    std::string underscored(name);
+    std::replace(underscored.begin(), underscored.end(), '-', '_');
+    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(underscored);
     bool negated = false;
-    if (flag == nullptr && absl::StartsWith(name, "no")) {
-      flag = absl::FindCommandLineFlag(name.substr(2));
+    if (flag == nullptr && absl::StartsWith(underscored, "no")) {
+      // --noflag, --no_flag, --no-flag
+      absl::string_view rest = absl::string_view(underscored).substr(2);
+      absl::ConsumePrefix(&rest, "_");
+      flag = absl::FindCommandLineFlag(rest);
       negated = flag != nullptr && IsBoolFlag(*flag);
       if (!negated) flag = nullptr;
     }
-    if (flag == nullptr || !IsOwnFlag(*flag)) {
+    if (flag == nullptr || !IsAllowed(*flag, allowed)) {
       return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
     }
     std::string text;
@@ -78,10 +90,11 @@ absl::StatusOr<std::vector<std::string>> ParseFlags(const std::vector<std::strin
   return positional;
 }
 
-std::string FlagsUsage(absl::string_view program, absl::string_view usage) {
+std::string FlagsUsage(absl::string_view program, absl::string_view usage,
+                       const std::vector<std::string>& allowed) {
   std::vector<const absl::CommandLineFlag*> flags;
   for (const auto& [name, flag] : absl::GetAllFlags()) {
-    if (IsOwnFlag(*flag)) flags.push_back(flag);
+    if (IsAllowed(*flag, allowed)) flags.push_back(flag);
   }
   std::sort(flags.begin(), flags.end(),
             [](const auto* a, const auto* b) { return a->Name() < b->Name(); });
@@ -94,12 +107,13 @@ std::string FlagsUsage(absl::string_view program, absl::string_view usage) {
 }
 
 void ExitWithUsageError(absl::string_view program, absl::string_view usage,
-                        absl::string_view message) {
-  std::cerr << program << ": " << message << "\n\n" << FlagsUsage(program, usage);
+                        absl::string_view message, const std::vector<std::string>& allowed) {
+  std::cerr << program << ": " << message << "\n\n" << FlagsUsage(program, usage, allowed);
   std::exit(2);
 }
 
-std::vector<std::string> ParseFlagsOrExit(int argc, char** argv, absl::string_view usage) {
+std::vector<std::string> ParseFlagsOrExit(int argc, char** argv, absl::string_view usage,
+                                          const std::vector<std::string>& allowed) {
   std::string program = argc > 0 ? argv[0] : "epinfer";
   if (size_t slash = program.rfind('/'); slash != std::string::npos) {
     program = program.substr(slash + 1);
@@ -108,12 +122,14 @@ std::vector<std::string> ParseFlagsOrExit(int argc, char** argv, absl::string_vi
   for (const std::string& arg : args) {
     if (arg == "--") break;
     if (arg == "--help" || arg == "-help" || arg == "-h" || arg == "--helpfull") {
-      std::cout << FlagsUsage(program, usage);
+      std::cout << FlagsUsage(program, usage, allowed);
       std::exit(0);
     }
   }
-  absl::StatusOr<std::vector<std::string>> positional = ParseFlags(args);
-  if (!positional.ok()) ExitWithUsageError(program, usage, positional.status().message());
+  absl::StatusOr<std::vector<std::string>> positional = ParseFlags(args, allowed);
+  if (!positional.ok()) {
+    ExitWithUsageError(program, usage, positional.status().message(), allowed);
+  }
   return *std::move(positional);
 }
 

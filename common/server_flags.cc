@@ -19,6 +19,14 @@ ABSL_FLAG(int, drain_timeout_s, 10,
 
 namespace epinfer {
 
+std::vector<std::string> ServerFlagNames(std::vector<std::string> component_flags) {
+  for (const char* name : {"bind", "port", "internal_bind", "metrics_port", "drain_timeout_s",
+                           "log_level"}) {
+    component_flags.emplace_back(name);
+  }
+  return component_flags;
+}
+
 absl::StatusOr<std::string> ListenAddress(const std::string& host, int port,
                                           const std::string& flag) {
   if (port < 0 || port > 65535) {

@@ -2,6 +2,7 @@
 #define EPINFER_COMMON_SERVER_FLAGS_H_
 
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -21,6 +22,9 @@ struct ServerAddresses {
 // Resolves the flags; -1 ports take the component's defaults. INVALID_ARGUMENT names a flag
 // out of range.
 absl::StatusOr<ServerAddresses> ResolveServerFlags(int default_port, int default_metrics_port);
+
+// The names of the shared server flags (and --log_level), for ServerProcess's allowed list.
+std::vector<std::string> ServerFlagNames(std::vector<std::string> component_flags = {});
 
 // "host:port" with the port validated (0..65535); the message names `flag`.
 absl::StatusOr<std::string> ListenAddress(const std::string& host, int port,

@@ -14,17 +14,19 @@ std::string HostOf(absl::string_view address) {
   return std::string(colon == absl::string_view::npos ? address : address.substr(0, colon));
 }
 
-ServerProcess::ServerProcess(std::string component, int argc, char** argv, absl::string_view usage)
-    : component_(std::move(component)), usage_(usage) {
-  std::vector<std::string> args = ParseFlagsOrExit(argc, argv, usage);
+ServerProcess::ServerProcess(std::string component, int argc, char** argv, absl::string_view usage,
+                             std::vector<std::string> allowed_flags)
+    : component_(std::move(component)), usage_(usage), allowed_flags_(std::move(allowed_flags)) {
+  std::vector<std::string> args = ParseFlagsOrExit(argc, argv, usage, allowed_flags_);
   if (!args.empty()) {
-    ExitWithUsageError(component_, usage_, absl::StrCat("unexpected argument '", args[0], "'"));
+    ExitWithUsageError(component_, usage_, absl::StrCat("unexpected argument '", args[0], "'"),
+                       allowed_flags_);
   }
   CheckFlag(InitLogging(component_));
 }
 
 void ServerProcess::CheckFlag(const absl::Status& status) const {
-  if (!status.ok()) ExitWithUsageError(component_, usage_, status.message());
+  if (!status.ok()) ExitWithUsageError(component_, usage_, status.message(), allowed_flags_);
 }
 
 void ServerProcess::CheckStartup(const absl::Status& status) const {

@@ -22,8 +22,10 @@ namespace epinfer {
 //                                                              // SIGINT/SIGTERM → drain → exit 0
 class ServerProcess {
  public:
-  // Parses flags and sets up logging; exits 2 on a bad flag or a positional argument.
-  ServerProcess(std::string component, int argc, char** argv, absl::string_view usage);
+  // Parses flags (only `allowed_flags`; see ServerFlagNames()) and sets up logging; exits 2 on
+  // a bad flag or a positional argument.
+  ServerProcess(std::string component, int argc, char** argv, absl::string_view usage,
+                std::vector<std::string> allowed_flags);
 
   // Exits 2 with the usage when `status` is not OK (flag values that parse but make no sense).
   void CheckFlag(const absl::Status& status) const;
@@ -47,6 +49,7 @@ class ServerProcess {
  private:
   std::string component_;
   std::string usage_;
+  std::vector<std::string> allowed_flags_;
   ShutdownSignal signal_;
   std::unique_ptr<MetricsServer> metrics_;
   std::string metrics_host_;

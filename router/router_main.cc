@@ -13,7 +13,7 @@ ABSL_FLAG(int, cluster_port, 50052,
 namespace epinfer {
 
 int RunRouter(int argc, char** argv) {
-  ServerProcess process("router", argc, argv, "[flags]");
+  ServerProcess process("router", argc, argv, "[flags]", ServerFlagNames({"cluster_port"}));
   absl::StatusOr<ServerAddresses> addresses = ResolveServerFlags(50051, 9400);
   process.CheckFlag(addresses.status());
   absl::StatusOr<std::string> cluster_address =

@@ -7,7 +7,7 @@
 namespace epinfer {
 
 int RunScheduler(int argc, char** argv) {
-  ServerProcess process("scheduler", argc, argv, "[flags]");
+  ServerProcess process("scheduler", argc, argv, "[flags]", ServerFlagNames());
   absl::StatusOr<ServerAddresses> addresses = ResolveServerFlags(50071, 9402);
   process.CheckFlag(addresses.status());
 

@@ -7,7 +7,7 @@
 namespace epinfer {
 
 int RunWorker(int argc, char** argv) {
-  ServerProcess process("worker", argc, argv, "[flags]");
+  ServerProcess process("worker", argc, argv, "[flags]", ServerFlagNames());
   absl::StatusOr<ServerAddresses> addresses = ResolveServerFlags(50061, 9401);
   process.CheckFlag(addresses.status());
 

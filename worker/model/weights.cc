@@ -1,0 +1,154 @@
+#include "worker/model/weights.h"
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace epinfer {
+
+std::string LayerTensorName(int64_t layer, const std::string& suffix) {
+  return absl::StrCat("model.layers.", layer, ".", suffix);
+}
+
+namespace {
+
+class WeightReader {
+ public:
+  WeightReader(const Checkpoint& checkpoint, ModelWeights& weights)
+      : checkpoint_(checkpoint), weights_(weights) {}
+
+  // A [rows, cols] linear weight "<name>" (".weight" appended), F8 with "<name>_scale_inv".
+  absl::StatusOr<LinearWeight> Linear(const std::string& name, int64_t rows, int64_t cols) {
+    const std::string weight_name = name + ".weight";
+    ASSIGN_OR_RETURN(Checkpoint::Tensor t,
+                     checkpoint_.Get(weight_name, {rows, cols},
+                                     {DType::kF32, DType::kBF16, DType::kF16, DType::kF8E4M3}));
+    LinearWeight w;
+    w.rows = rows;
+    w.cols = cols;
+    w.dtype = t.info->dtype;
+    w.data = Aligned(t, DTypeSize(w.dtype));
+    if (w.dtype == DType::kF16) {
+      // No F16 SIMD path: convert once to F32.
+      std::vector<uint8_t>& f32 = weights_.owned.emplace_back(rows * cols * sizeof(float));
+      DequantizeRows(w, 0, rows, reinterpret_cast<float*>(f32.data()));
+      w.dtype = DType::kF32;
+      w.data = f32.data();
+    }
+    if (w.dtype == DType::kF8E4M3) {
+      const int64_t sr = (rows + kFp8BlockSize - 1) / kFp8BlockSize;
+      const int64_t sc = (cols + kFp8BlockSize - 1) / kFp8BlockSize;
+      ASSIGN_OR_RETURN(Checkpoint::Tensor s,
+                       checkpoint_.Get(weight_name + "_scale_inv", {sr, sc}, {DType::kF32}));
+      w.scale_inv = static_cast<const float*>(Aligned(s, 4));
+    }
+    return w;
+  }
+
+  // A vector (norm weight, bias) of `size` values as f32.
+  absl::StatusOr<std::vector<float>> Vector(const std::string& name, int64_t size) {
+    ASSIGN_OR_RETURN(Checkpoint::Tensor t,
+                     checkpoint_.Get(name, {size}, {DType::kF32, DType::kBF16, DType::kF16}));
+    LinearWeight view{t.info->dtype, 1, size, Aligned(t, DTypeSize(t.info->dtype))};
+    std::vector<float> out(static_cast<size_t>(size));
+    DequantizeRows(view, 0, 1, out.data());
+    return out;
+  }
+
+  absl::StatusOr<MlpWeights> Mlp(const std::string& prefix, int64_t hidden, int64_t inter) {
+    MlpWeights m;
+    ASSIGN_OR_RETURN(m.gate_proj, Linear(prefix + ".gate_proj", inter, hidden));
+    ASSIGN_OR_RETURN(m.up_proj, Linear(prefix + ".up_proj", inter, hidden));
+    ASSIGN_OR_RETURN(m.down_proj, Linear(prefix + ".down_proj", hidden, inter));
+    return m;
+  }
+
+ private:
+  // Kernels read elements with aligned loads; safetensors does not promise alignment, so a
+  // misaligned tensor is copied.
+  const void* Aligned(const Checkpoint::Tensor& t, int alignment) {
+    if (reinterpret_cast<uintptr_t>(t.data) % alignment == 0) return t.data;
+    const size_t bytes = t.info->end - t.info->begin;
+    std::vector<uint8_t>& copy = weights_.owned.emplace_back(bytes);
+    std::memcpy(copy.data(), t.data, bytes);
+    return copy.data();
+  }
+
+  const Checkpoint& checkpoint_;
+  ModelWeights& weights_;
+};
+
+}  // namespace
+
+absl::StatusOr<ModelWeights> LoadWeights(const Checkpoint& checkpoint, const ModelConfig& c,
+                                         const ExpertPlacement& placement, int32_t rank) {
+  ModelWeights weights;
+  WeightReader read(checkpoint, weights);
+  const int64_t hidden = c.hidden_size, heads = c.num_attention_heads;
+  ASSIGN_OR_RETURN(weights.embed_tokens,
+                   read.Linear("model.embed_tokens", c.vocab_size, hidden));
+  weights.layers.resize(static_cast<size_t>(c.num_hidden_layers));
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    LayerWeights& w = weights.layers[l];
+    auto name = [l](const std::string& suffix) { return LayerTensorName(l, suffix); };
+    ASSIGN_OR_RETURN(w.input_layernorm, read.Vector(name("input_layernorm.weight"), hidden));
+    ASSIGN_OR_RETURN(w.post_attention_layernorm,
+                     read.Vector(name("post_attention_layernorm.weight"), hidden));
+    if (c.q_lora_rank > 0) {
+      ASSIGN_OR_RETURN(w.q_a_proj, read.Linear(name("self_attn.q_a_proj"), c.q_lora_rank, hidden));
+      ASSIGN_OR_RETURN(w.q_a_layernorm,
+                       read.Vector(name("self_attn.q_a_layernorm.weight"), c.q_lora_rank));
+      ASSIGN_OR_RETURN(w.q_b_proj, read.Linear(name("self_attn.q_b_proj"),
+                                               heads * c.qk_head_dim(), c.q_lora_rank));
+    } else {
+      ASSIGN_OR_RETURN(w.q_proj,
+                       read.Linear(name("self_attn.q_proj"), heads * c.qk_head_dim(), hidden));
+    }
+    ASSIGN_OR_RETURN(w.kv_a_proj_with_mqa,
+                     read.Linear(name("self_attn.kv_a_proj_with_mqa"), c.kv_cache_dim(), hidden));
+    ASSIGN_OR_RETURN(w.kv_a_layernorm,
+                     read.Vector(name("self_attn.kv_a_layernorm.weight"), c.kv_lora_rank));
+    ASSIGN_OR_RETURN(w.kv_b_proj,
+                     read.Linear(name("self_attn.kv_b_proj"),
+                                 heads * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank));
+    w.kv_b_f32.resize(static_cast<size_t>(w.kv_b_proj.rows * w.kv_b_proj.cols));
+    DequantizeRows(w.kv_b_proj, 0, w.kv_b_proj.rows, w.kv_b_f32.data());
+    ASSIGN_OR_RETURN(w.o_proj,
+                     read.Linear(name("self_attn.o_proj"), hidden, heads * c.v_head_dim));
+    if (!c.is_moe_layer(l)) {
+      ASSIGN_OR_RETURN(w.mlp, read.Mlp(name("mlp"), hidden, c.intermediate_size));
+      continue;
+    }
+    ASSIGN_OR_RETURN(w.gate, read.Linear(name("mlp.gate"), c.n_routed_experts, hidden));
+    if (c.topk_method == "noaux_tc") {
+      ASSIGN_OR_RETURN(w.e_score_correction_bias,
+                       read.Vector(name("mlp.gate.e_score_correction_bias"), c.n_routed_experts));
+    }
+    if (static_cast<size_t>(l) >= placement.layers.size() ||
+        placement.layers[l].phy2log.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("placement has no entry for MoE layer ", l));
+    }
+    w.local_experts = placement.LocalExperts(l, rank);
+    for (int32_t e : w.local_experts) {
+      ASSIGN_OR_RETURN(MlpWeights expert,
+                       read.Mlp(absl::StrCat(name("mlp.experts."), e), hidden,
+                                c.moe_intermediate_size));
+      w.experts.push_back(expert);
+    }
+    if (c.n_shared_experts > 0) {
+      ASSIGN_OR_RETURN(w.shared_experts, read.Mlp(name("mlp.shared_experts"), hidden,
+                                                  c.moe_intermediate_size * c.n_shared_experts));
+      w.has_shared_experts = true;
+    }
+  }
+  ASSIGN_OR_RETURN(weights.norm, read.Vector("model.norm.weight", hidden));
+  if (c.tie_word_embeddings) {
+    weights.lm_head = weights.embed_tokens;
+  } else {
+    ASSIGN_OR_RETURN(weights.lm_head, read.Linear("lm_head", c.vocab_size, hidden));
+  }
+  return weights;
+}
+
+}  // namespace epinfer
