@@ -73,10 +73,26 @@ absl::Status ReadString(const Json& j, const std::string& field,
 
 constexpr int64_t kMaxDim = int64_t{1} << 24;
 
+// Errors from fields of a nested object name the full path ("rope_scaling.factor").
+absl::Status Nested(const std::string& object, absl::Status status) {
+  if (status.ok()) return status;
+  std::string message(status.message());
+  const std::string prefix = "config.json: ";
+  if (message.rfind(prefix, 0) == 0) message.insert(prefix.size(), object + ".");
+  return absl::Status(status.code(), message);
+}
+
+// The fields of a rope_scaling object (names relative to it).
+absl::Status ParseRopeScalingFields(const Json::const_iterator& it, ModelConfig& c);
+
 absl::Status ParseRopeScaling(const Json& j, ModelConfig& c) {
   auto it = j.find("rope_scaling");
   if (it == j.end() || it->is_null()) return absl::OkStatus();
   if (!it->is_object()) return FieldError("rope_scaling", "expected an object or null");
+  return Nested("rope_scaling", ParseRopeScalingFields(it, c));
+}
+
+absl::Status ParseRopeScalingFields(const Json::const_iterator& it, ModelConfig& c) {
   RopeScaling r;
   std::string type;
   if (it->contains("type")) {
@@ -84,7 +100,7 @@ absl::Status ParseRopeScaling(const Json& j, ModelConfig& c) {
   } else {
     RETURN_IF_ERROR(ReadString(*it, "rope_type", {"yarn"}, &type));
   }
-  if (type.empty()) return FieldError("rope_scaling.type", "missing (only \"yarn\" is supported)");
+  if (type.empty()) return FieldError("type", "missing (only \"yarn\" is supported)");
   r.type = type;
   RETURN_IF_ERROR(ReadDouble(*it, "factor", true, 1.0, 1e6, &r.factor));
   RETURN_IF_ERROR(ReadInt(*it, "original_max_position_embeddings", true, 1, kMaxDim,
@@ -256,8 +272,8 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text) {
   RETURN_IF_ERROR(ParseRopeScaling(j, c));
   if (auto it = j.find("quantization_config"); it != j.end() && !it->is_null()) {
     std::string method, fmt = "e4m3";
-    RETURN_IF_ERROR(ReadString(*it, "quant_method", {"fp8"}, &method));
-    RETURN_IF_ERROR(ReadString(*it, "fmt", {"e4m3"}, &fmt));
+    RETURN_IF_ERROR(Nested("quantization_config", ReadString(*it, "quant_method", {"fp8"}, &method)));
+    RETURN_IF_ERROR(Nested("quantization_config", ReadString(*it, "fmt", {"e4m3"}, &fmt)));
     if (auto bs = it->find("weight_block_size"); bs != it->end() &&
                                                   *bs != Json::array({128, 128})) {
       return FieldError("quantization_config.weight_block_size",
