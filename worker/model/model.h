@@ -11,6 +11,7 @@
 #include "absl/types/span.h"
 #include "worker/comm/communicator.h"
 #include "worker/kv/kv_cache.h"
+#include "worker/model/attention.h"
 #include "worker/model/config.h"
 #include "worker/model/moe.h"
 #include "worker/model/placement.h"
@@ -19,21 +20,6 @@
 #include "worker/model/weights.h"
 
 namespace epinfer {
-
-// How attention is computed. Naive: per-head K/V expanded from the cached latent (prefill).
-// Absorbed: queries projected into the latent space, attention over the cached latent + rope key
-// (decode). kAuto: absorbed for one new token, naive for several.
-enum class AttentionForm { kAuto, kNaive, kAbsorbed };
-
-// One sequence's part of a forward step: its new tokens, appended after `start_pos` tokens whose
-// KV is cached in `kv` (which must have room for start_pos + tokens.size()).
-struct SequenceStep {
-  absl::Span<const int32_t> tokens;
-  int64_t start_pos = 0;
-  KvBlockTable* kv = nullptr;
-  // Logits for every new token (forward) or only the last (generation).
-  bool all_logits = false;
-};
 
 struct ForwardOptions {
   AttentionForm attention = AttentionForm::kAuto;
@@ -61,6 +47,7 @@ class DeepseekV3Model {
   const ModelConfig& config() const { return config_; }
   const ExpertPlacement& placement() const { return placement_; }
   const Checkpoint& checkpoint() const { return *checkpoint_; }
+  const ModelWeights& weights() const { return weights_; }
   int32_t rank() const { return rank_; }
 
   // Runs `batch` through every layer, writing the new tokens' KV into `cache` and the logits
@@ -82,10 +69,6 @@ class DeepseekV3Model {
   explicit DeepseekV3Model(PrivateTag) {}
 
  private:
-  void Attention(int64_t layer, const float* h, absl::Span<const SequenceStep> batch,
-                 const std::vector<int64_t>& positions, KvCache& cache, AttentionForm form,
-                 float* out) const;
-
   ModelConfig config_;
   std::unique_ptr<Checkpoint> checkpoint_;
   ModelWeights weights_;
