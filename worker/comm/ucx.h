@@ -1,0 +1,23 @@
+#ifndef EPINFER_WORKER_COMM_UCX_H_
+#define EPINFER_WORKER_COMM_UCX_H_
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "worker/comm/communicator.h"
+#include "worker/comm/rendezvous.h"
+
+namespace epinfer {
+
+// Ranks as processes or hosts through UCX's UCP tag API, over whatever transports UCX finds
+// (TCP, shared memory, CMA here; RDMA in production; UCX_TLS narrows the choice). Workers'
+// addresses are exchanged through `rendezvous`; a peer that dies (connection error) or misses
+// the deadline fails the collective on every surviving rank.
+absl::StatusOr<std::unique_ptr<Communicator>> MakeUcxCommunicator(int rank, int size,
+                                                                  Rendezvous& rendezvous,
+                                                                  absl::Time deadline);
+
+}  // namespace epinfer
+
+#endif  // EPINFER_WORKER_COMM_UCX_H_
