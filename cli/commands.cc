@@ -7,6 +7,7 @@
 #include "common/version.h"
 #include "router/router_main.h"
 #include "scheduler/scheduler_main.h"
+#include "tokenizer/tokenizer_cli.h"
 #include "worker/worker_main.h"
 
 namespace epinfer {
@@ -24,6 +25,8 @@ constexpr Command kCommands[] = {
     {"make-model", "write a random-weight DeepSeek-V3 checkpoint (HF layout)", RunMakeModel},
     {"forward", "write the logits of every position of a token list", RunForward},
     {"generate", "generate token ids from a prompt of token ids", RunGenerate},
+    {"tokenize", "text on stdin to token ids (JSON array)", RunTokenize},
+    {"detokenize", "token ids (JSON array) on stdin to text", RunDetokenize},
     {"version", "print the version", RunVersion},
 };
 

@@ -1,6 +1,10 @@
 #include "cli/model_commands.h"
 
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <sstream>
+#include <thread>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -13,7 +17,12 @@
 #include "absl/time/clock.h"
 #include "common/flags.h"
 #include "common/status_macros.h"
+#include "common/subprocess.h"
 #include "worker/comm/communicator.h"
+#include "worker/comm/local.h"
+#include "worker/comm/rendezvous.h"
+#include "worker/comm/ucx.h"
+#include "worker/model/forward_job.h"
 #include "worker/kernels/linear.h"
 #include "worker/model/generate.h"
 #include "worker/model/make_model.h"
@@ -42,6 +51,17 @@ ABSL_FLAG(int, top_k, 0, "generate: keep the k most likely tokens; 0 = off.");
 ABSL_FLAG(std::string, stop_token_ids, "", "generate: comma-separated ids that end generation.");
 ABSL_FLAG(bool, ignore_eos, false, "generate: continue past the end-of-sentence token.");
 ABSL_FLAG(int64_t, kv_cache_mb, 256, "KV cache budget in MiB.");
+ABSL_FLAG(int, ep, 1, "forward: expert-parallel ranks; sequences (';'-separated in --tokens) "
+                      "spread over them round-robin for attention.");
+ABSL_FLAG(std::string, transport, "local",
+          "forward --ep: local (ranks as threads) or ucx (ranks as processes over UCX).");
+ABSL_FLAG(std::string, placement, "",
+          "forward: expert placement JSON {\"num_ranks\": N, \"phy2log\": [[...] per MoE layer]}; "
+          "default: contiguous over --ep ranks.");
+ABSL_FLAG(std::string, dispatch_dtype, "f32", "MoE dispatch activations: f32, bf16 or fp8.");
+ABSL_FLAG(std::string, combine_dtype, "f32", "MoE combine activations: f32 or bf16.");
+ABSL_FLAG(int, ep_rank, -1, "internal: this process's rank in a --transport=ucx group.");
+ABSL_FLAG(std::string, rendezvous, "", "internal: rendezvous directory of a --transport=ucx group.");
 
 namespace epinfer {
 namespace {
@@ -79,47 +99,116 @@ int Finish(const char* program, const absl::Status& status) {
   return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
 }
 
+absl::StatusOr<DType> ParseActivationDType(const std::string& name, bool allow_fp8) {
+  if (name == "f32") return DType::kF32;
+  if (name == "bf16") return DType::kBF16;
+  if (name == "fp8" && allow_fp8) return DType::kF8E4M3;
+  return absl::InvalidArgumentError(absl::StrCat("activation dtype \"", name, "\": expected f32, bf16",
+                                                 allow_fp8 ? " or fp8" : ""));
+}
+
+absl::Status WriteFloats(const std::string& path, const std::vector<float>& values) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(reinterpret_cast<const char*>(values.data()),
+            static_cast<std::streamsize>(values.size() * sizeof(float)));
+  out.close();
+  if (!out) return absl::DataLossError(absl::StrCat(path, ": write failed"));
+  return absl::OkStatus();
+}
+
+// The arguments this command was started with, for re-executing it as the other UCX ranks.
+std::vector<std::string> g_forward_args;
+
 absl::Status Forward() {
-  ASSIGN_OR_RETURN(std::vector<int32_t> tokens,
-                   ParseIds(absl::GetFlag(FLAGS_tokens), "tokens", false));
-  ASSIGN_OR_RETURN(AttentionForm attention, ParseAttention(absl::GetFlag(FLAGS_attention)));
+  ForwardJob job;
+  for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_tokens), ';')) {
+    ASSIGN_OR_RETURN(std::vector<int32_t> ids, ParseIds(std::string(part), "tokens", false));
+    job.sequences.push_back(std::move(ids));
+  }
+  ASSIGN_OR_RETURN(job.options.attention, ParseAttention(absl::GetFlag(FLAGS_attention)));
+  ASSIGN_OR_RETURN(job.options.moe_transport.dispatch,
+                   ParseActivationDType(absl::GetFlag(FLAGS_dispatch_dtype), true));
+  ASSIGN_OR_RETURN(job.options.moe_transport.combine,
+                   ParseActivationDType(absl::GetFlag(FLAGS_combine_dtype), false));
   const std::string mode = absl::GetFlag(FLAGS_mode);
   if (mode != "prefill" && mode != "decode") {
     return absl::InvalidArgumentError(absl::StrCat("--mode=", mode, ": expected prefill or decode"));
   }
-  if (absl::GetFlag(FLAGS_out).empty()) return absl::InvalidArgumentError("--out is required");
-  if (absl::GetFlag(FLAGS_model).empty()) return absl::InvalidArgumentError("--model is required");
+  job.decode = mode == "decode";
+  job.model_dir = absl::GetFlag(FLAGS_model);
+  if (job.model_dir.empty()) return absl::InvalidArgumentError("--model is required");
+  job.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_mb) << 20;
+  if (const std::string path = absl::GetFlag(FLAGS_placement); !path.empty()) {
+    std::ifstream in(path);
+    if (!in) return absl::InvalidArgumentError(absl::StrCat("--placement: cannot read ", path));
+    std::stringstream text;
+    text << in.rdbuf();
+    job.placement_json = text.str();
+  }
+  const int ep = absl::GetFlag(FLAGS_ep);
+  if (ep < 1 || ep > 64) return absl::InvalidArgumentError(absl::StrCat("--ep=", ep, ": 1..64"));
+  const std::string transport = absl::GetFlag(FLAGS_transport);
+  if (transport != "local" && transport != "ucx") {
+    return absl::InvalidArgumentError(absl::StrCat("--transport=", transport,
+                                                   ": expected local or ucx"));
+  }
+  const int ep_rank = absl::GetFlag(FLAGS_ep_rank);
+  const bool writes_output = ep_rank <= 0;
+  if (writes_output && absl::GetFlag(FLAGS_out).empty()) {
+    return absl::InvalidArgumentError("--out is required");
+  }
   SetKernelThreads(absl::GetFlag(FLAGS_threads));
-  ASSIGN_OR_RETURN(std::unique_ptr<DeepseekV3Model> model,
-                   DeepseekV3Model::Load(absl::GetFlag(FLAGS_model)));
-  const int64_t vocab = model->config().vocab_size;
-  ASSIGN_OR_RETURN(KvCache cache, model->MakeKvCache(absl::GetFlag(FLAGS_kv_cache_mb) << 20));
-  KvBlockTable kv;
-  RETURN_IF_ERROR(cache.Reserve(kv, static_cast<int64_t>(tokens.size())));
-  std::unique_ptr<Communicator> comm = MakeSingleRankCommunicator();
-  ForwardOptions options;
-  options.attention = attention;
-  std::vector<float> all, logits;
-  if (mode == "prefill") {
-    SequenceStep step{tokens, 0, &kv, true};
-    RETURN_IF_ERROR(model->Forward({&step, 1}, cache, *comm, options, &all));
-  } else {
-    for (size_t i = 0; i < tokens.size(); ++i) {
-      SequenceStep step{absl::Span<const int32_t>(&tokens[i], 1), static_cast<int64_t>(i), &kv,
-                        true};
-      RETURN_IF_ERROR(model->Forward({&step, 1}, cache, *comm, options, &logits));
-      all.insert(all.end(), logits.begin(), logits.end());
+
+  std::vector<float> logits;
+  if (ep == 1) {
+    std::unique_ptr<Communicator> comm = MakeSingleRankCommunicator();
+    ASSIGN_OR_RETURN(logits, RunForwardJob(job, *comm));
+  } else if (transport == "local") {
+    // Ranks as threads; each loads its own experts.
+    std::vector<std::unique_ptr<Communicator>> ranks = LocalGroup::Create(ep);
+    std::vector<absl::StatusOr<std::vector<float>>> results(ep, std::vector<float>());
+    std::vector<std::thread> threads;
+    for (int r = 0; r < ep; ++r) {
+      threads.emplace_back([&, r] { results[r] = RunForwardJob(job, *ranks[r]); });
     }
+    for (auto& t : threads) t.join();
+    for (int r = 0; r < ep; ++r) {
+      if (!results[r].ok()) return results[r].status();
+    }
+    logits = *std::move(results[0]);
+  } else {
+    // Ranks as processes: rank 0 (this process, unless --ep_rank says otherwise) starts the
+    // others as copies of this command with --ep_rank and a shared rendezvous directory.
+    std::string rendezvous = absl::GetFlag(FLAGS_rendezvous);
+    std::vector<std::unique_ptr<Subprocess>> children;
+    if (ep_rank < 0) {
+      char dir[] = "/tmp/epinfer-rendezvous-XXXXXX";
+      if (mkdtemp(dir) == nullptr) return absl::InternalError("cannot create a rendezvous dir");
+      rendezvous = dir;
+      for (int r = 1; r < ep; ++r) {
+        std::vector<std::string> argv = {Subprocess::SelfPath(), "forward"};
+        argv.insert(argv.end(), g_forward_args.begin(), g_forward_args.end());
+        argv.push_back(absl::StrCat("--ep_rank=", r));
+        argv.push_back("--rendezvous=" + rendezvous);
+        ASSIGN_OR_RETURN(std::unique_ptr<Subprocess> child, Subprocess::Start(argv, {}));
+        children.push_back(std::move(child));
+      }
+    }
+    auto meeting = MakeFileRendezvous(rendezvous, "forward");
+    ASSIGN_OR_RETURN(std::unique_ptr<Communicator> comm,
+                     MakeUcxCommunicator(std::max(ep_rank, 0), ep, *meeting,
+                                         absl::Now() + absl::Seconds(60)));
+    ASSIGN_OR_RETURN(logits, RunForwardJob(job, *comm));
+    for (size_t i = 0; i < children.size(); ++i) {
+      ASSIGN_OR_RETURN(int code, children[i]->Wait(absl::Now() + absl::Seconds(60)));
+      if (code != 0) {
+        return absl::InternalError(absl::StrCat("ucx rank ", i + 1, " exited with ", code));
+      }
+    }
+    if (ep_rank < 0) std::filesystem::remove_all(rendezvous);
   }
-  if (all.size() != tokens.size() * static_cast<size_t>(vocab)) {
-    return absl::InternalError("forward produced the wrong number of logits");
-  }
-  std::ofstream out(absl::GetFlag(FLAGS_out), std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(all.data()),
-            static_cast<std::streamsize>(all.size() * sizeof(float)));
-  out.close();
-  if (!out) return absl::DataLossError(absl::StrCat(absl::GetFlag(FLAGS_out), ": write failed"));
-  return absl::OkStatus();
+  if (!writes_output) return absl::OkStatus();
+  return WriteFloats(absl::GetFlag(FLAGS_out), logits);
 }
 
 absl::Status Generate() {
@@ -198,8 +287,14 @@ int RunMakeModel(int argc, char** argv) {
 }
 
 int RunForward(int argc, char** argv) {
-  return Run(argc, argv, "--model DIR --tokens 3,17,42 --out FILE [--mode prefill|decode]",
-             {"model", "tokens", "out", "mode", "attention", "threads", "kv_cache_mb"}, Forward);
+  g_forward_args.assign(argv + 1, argv + argc);
+  return Run(argc, argv,
+             "--model DIR --tokens 3,17,42[;5,9] --out FILE [--mode prefill|decode] [--ep N "
+             "--transport local|ucx]",
+             {"model", "tokens", "out", "mode", "attention", "threads", "kv_cache_mb", "ep",
+              "transport", "placement", "dispatch_dtype", "combine_dtype", "ep_rank",
+              "rendezvous"},
+             Forward);
 }
 
 int RunGenerate(int argc, char** argv) {

@@ -28,14 +28,24 @@ for p in "${packages[@]}"; do
   fi
 done
 
-if ((${#missing[@]} == 0)); then
-  exit 0
+if ((${#missing[@]} > 0)); then
+  echo "setup: installing ${missing[*]}" >&2
+  sudo=""
+  if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  echo "setup: done" >&2
 fi
 
-echo "setup: installing ${missing[*]}" >&2
-sudo=""
-if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-echo "setup: done" >&2
+# The tokenizer tests' JavaScript reference (npm, pinned by tests/tokenizer/package-lock.json).
+# --ignore-scripts: onnxruntime-node's postinstall downloads binaries the tokenizer never uses.
+# A stamp holding the lock file's hash makes a second run a no-op.
+reference_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/tokenizer"
+stamp="$reference_dir/node_modules/.epinfer-lock-sha256"
+lock_hash=$(sha256sum "$reference_dir/package-lock.json" | cut -d' ' -f1)
+if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$lock_hash" ]]; then
+  echo "setup: installing the tokenizer reference (npm ci)" >&2
+  (cd "$reference_dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
+  echo "$lock_hash" >"$stamp"
+fi

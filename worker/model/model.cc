@@ -119,7 +119,8 @@ absl::Status DeepseekV3Model::Forward(absl::Span<const SequenceStep> batch, KvCa
     RmsNorm(x.data(), T, hidden, w.post_attention_layernorm.data(), eps, hn.data());
     if (c.is_moe_layer(l)) {
       RETURN_IF_ERROR(RunMoe(c, w, placement_.layers[l], hn.data(), T, comm,
-                             absl::Now() + options.collective_timeout, delta.data(),
+                             absl::Now() + options.collective_timeout, options.moe_transport,
+                             delta.data(),
                              stats != nullptr ? &stats->moe[l] : nullptr));
     } else {
       RunMlp(w.mlp, hn.data(), T, delta.data());

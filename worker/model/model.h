@@ -25,6 +25,8 @@ struct ForwardOptions {
   AttentionForm attention = AttentionForm::kAuto;
   // Bounds every collective of the step.
   absl::Duration collective_timeout = absl::Seconds(30);
+  // Activation encodings of the MoE all-to-alls.
+  MoeTransportOptions moe_transport;
 };
 
 struct ForwardStats {

@@ -1,5 +1,7 @@
 #include "worker/model/moe.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -50,18 +52,174 @@ DispatchLayout BuildDispatchLayout(const int32_t* experts, const float* weights,
   return layout;
 }
 
-namespace {
-
-// A dispatched row on the wire: hidden f32 activations, then top_k (local slot, weight) pairs.
-int64_t RowBytes(int64_t hidden, int32_t top_k) {
-  return hidden * static_cast<int64_t>(sizeof(float)) + top_k * 8;
+int64_t ActivationBytes(int64_t hidden, DType dtype) {
+  switch (dtype) {
+    case DType::kBF16:
+      return hidden * 2;
+    case DType::kF8E4M3:
+      return (hidden + kFp8BlockSize - 1) / kFp8BlockSize * 4 + hidden;
+    default:
+      return hidden * 4;
+  }
 }
 
-}  // namespace
+void EncodeActivations(const float* x, int64_t hidden, DType dtype, uint8_t* out) {
+  if (dtype == DType::kBF16) {
+    for (int64_t i = 0; i < hidden; ++i) {
+      const uint16_t b = F32ToBf16(x[i]);
+      std::memcpy(out + 2 * i, &b, 2);
+    }
+  } else if (dtype == DType::kF8E4M3) {
+    const int64_t groups = (hidden + kFp8BlockSize - 1) / kFp8BlockSize;
+    uint8_t* q = out + groups * 4;
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t begin = g * kFp8BlockSize, end = std::min(hidden, begin + kFp8BlockSize);
+      float amax = 0;
+      for (int64_t i = begin; i < end; ++i) amax = std::max(amax, std::fabs(x[i]));
+      const float scale = amax > 0 ? amax / 448.0f : 1.0f;
+      std::memcpy(out + g * 4, &scale, 4);
+      for (int64_t i = begin; i < end; ++i) q[i] = F32ToF8E4M3(x[i] / scale);
+    }
+  } else {
+    std::memcpy(out, x, hidden * sizeof(float));
+  }
+}
+
+void DecodeActivations(const uint8_t* in, int64_t hidden, DType dtype, float* x) {
+  if (dtype == DType::kBF16) {
+    for (int64_t i = 0; i < hidden; ++i) {
+      uint16_t b;
+      std::memcpy(&b, in + 2 * i, 2);
+      x[i] = Bf16ToF32(b);
+    }
+  } else if (dtype == DType::kF8E4M3) {
+    const int64_t groups = (hidden + kFp8BlockSize - 1) / kFp8BlockSize;
+    const uint8_t* q = in + groups * 4;
+    for (int64_t g = 0; g < groups; ++g) {
+      float scale;
+      std::memcpy(&scale, in + g * 4, 4);
+      const int64_t begin = g * kFp8BlockSize, end = std::min(hidden, begin + kFp8BlockSize);
+      for (int64_t i = begin; i < end; ++i) x[i] = F8E4M3ToF32(q[i]) * scale;
+    }
+  } else {
+    std::memcpy(x, in, hidden * sizeof(float));
+  }
+}
+
+ExpertDispatcher::ExpertDispatcher(Communicator& comm, const MoeTransportOptions& transport,
+                                   int64_t hidden, int32_t top_k, int64_t local_slots)
+    : comm_(comm), transport_(transport), hidden_(hidden), top_k_(top_k),
+      rows_of_slot_(static_cast<size_t>(local_slots)) {
+  stats_.bytes_sent_to.assign(static_cast<size_t>(comm.size()), 0);
+  stats_.bytes_received_from.assign(static_cast<size_t>(comm.size()), 0);
+  stats_.rows_per_local_slot.assign(static_cast<size_t>(local_slots), 0);
+}
+
+absl::Status ExpertDispatcher::Dispatch(const float* x, const DispatchLayout& layout,
+                                        absl::Time deadline) {
+  const int ranks = comm_.size();
+  // A row: encoded activations, then top_k local slots (int32, -1 unused), then top_k weights.
+  const int64_t act_bytes = ActivationBytes(hidden_, transport_.dispatch);
+  const int64_t row_bytes = act_bytes + top_k_ * 8;
+  std::vector<std::vector<uint8_t>> send(static_cast<size_t>(ranks));
+  std::vector<absl::Span<const uint8_t>> spans;
+  for (int r = 0; r < ranks; ++r) {
+    const std::vector<int32_t>& tokens = layout.tokens[r];
+    send[r].resize(tokens.size() * row_bytes);
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      uint8_t* row = send[r].data() + i * row_bytes;
+      EncodeActivations(x + tokens[i] * hidden_, hidden_, transport_.dispatch, row);
+      for (int32_t j = 0; j < top_k_; ++j) {
+        const DispatchLayout::Entry& e = layout.entries[r][i * top_k_ + j];
+        std::memcpy(row + act_bytes + 4 * j, &e.local_slot, 4);
+        std::memcpy(row + act_bytes + 4 * (top_k_ + j), &e.weight, 4);
+      }
+    }
+    spans.emplace_back(send[r]);
+    stats_.bytes_sent_to[r] += static_cast<int64_t>(send[r].size());
+  }
+  std::vector<std::vector<uint8_t>> received;
+  const absl::Time start = absl::Now();
+  RETURN_IF_ERROR(comm_.AllToAllV(spans, &received, deadline));
+  stats_.dispatch_seconds = absl::ToDoubleSeconds(absl::Now() - start);
+
+  row_offset_.assign(received.size() + 1, 0);
+  for (size_t r = 0; r < received.size(); ++r) {
+    if (received[r].size() % row_bytes != 0) {
+      return absl::DataLossError(absl::StrCat("dispatch from rank ", r, ": ", received[r].size(),
+                                              " bytes is not a whole number of rows"));
+    }
+    stats_.bytes_received_from[r] += static_cast<int64_t>(received[r].size());
+    row_offset_[r + 1] = row_offset_[r] + static_cast<int64_t>(received[r].size()) / row_bytes;
+  }
+  const int64_t slots = static_cast<int64_t>(rows_of_slot_.size());
+  received_x_.resize(static_cast<size_t>(row_offset_.back() * hidden_));
+  for (auto& rows : rows_of_slot_) rows.clear();
+  for (size_t r = 0; r < received.size(); ++r) {
+    for (int64_t i = 0; i < row_offset_[r + 1] - row_offset_[r]; ++i) {
+      const uint8_t* row = received[r].data() + i * row_bytes;
+      const int64_t global = row_offset_[r] + i;
+      DecodeActivations(row, hidden_, transport_.dispatch, received_x_.data() + global * hidden_);
+      for (int32_t j = 0; j < top_k_; ++j) {
+        int32_t slot;
+        float weight;
+        std::memcpy(&slot, row + act_bytes + 4 * j, 4);
+        std::memcpy(&weight, row + act_bytes + 4 * (top_k_ + j), 4);
+        if (slot < 0) continue;
+        if (slot >= slots) {
+          return absl::DataLossError(absl::StrCat("dispatch from rank ", r, ": slot ", slot,
+                                                  " of ", slots));
+        }
+        rows_of_slot_[slot].emplace_back(global, weight);
+      }
+    }
+  }
+  for (int64_t s = 0; s < slots; ++s) {
+    stats_.rows_per_local_slot[s] = static_cast<int64_t>(rows_of_slot_[s].size());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ExpertDispatcher::Combine(const float* expert_sums, const DispatchLayout& layout,
+                                       absl::Time deadline, float* out) {
+  const int ranks = comm_.size();
+  const int64_t row_bytes = ActivationBytes(hidden_, transport_.combine);
+  std::vector<std::vector<uint8_t>> back(static_cast<size_t>(ranks));
+  std::vector<absl::Span<const uint8_t>> spans;
+  for (int r = 0; r < ranks; ++r) {
+    const int64_t n = row_offset_[r + 1] - row_offset_[r];
+    back[r].resize(static_cast<size_t>(n * row_bytes));
+    for (int64_t i = 0; i < n; ++i) {
+      EncodeActivations(expert_sums + (row_offset_[r] + i) * hidden_, hidden_, transport_.combine,
+                        back[r].data() + i * row_bytes);
+    }
+    spans.emplace_back(back[r]);
+    stats_.bytes_sent_to[r] += static_cast<int64_t>(back[r].size());
+  }
+  std::vector<std::vector<uint8_t>> combined;
+  const absl::Time start = absl::Now();
+  RETURN_IF_ERROR(comm_.AllToAllV(spans, &combined, deadline));
+  stats_.combine_seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  std::vector<float> row(static_cast<size_t>(hidden_));
+  for (int r = 0; r < ranks; ++r) {
+    const std::vector<int32_t>& tokens = layout.tokens[r];
+    stats_.bytes_received_from[r] += static_cast<int64_t>(combined[r].size());
+    if (combined[r].size() != tokens.size() * row_bytes) {
+      return absl::DataLossError(absl::StrCat("combine from rank ", r, ": ", combined[r].size(),
+                                              " bytes for ", tokens.size(), " rows"));
+    }
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      DecodeActivations(combined[r].data() + i * row_bytes, hidden_, transport_.combine,
+                        row.data());
+      Axpy(1.0f, row.data(), hidden_, out + tokens[i] * hidden_);
+    }
+  }
+  return absl::OkStatus();
+}
 
 absl::Status RunMoe(const ModelConfig& c, const LayerWeights& w, const LayerPlacement& placement,
                     const float* h, int64_t num_tokens, Communicator& comm, absl::Time deadline,
-                    float* out, MoeStats* stats) {
+                    const MoeTransportOptions& transport, float* out, MoeStats* stats) {
   const int64_t hidden = c.hidden_size;
   const int32_t top_k = static_cast<int32_t>(c.num_experts_per_tok);
   if (placement.num_ranks != comm.size()) {
@@ -79,123 +237,45 @@ absl::Status RunMoe(const ModelConfig& c, const LayerWeights& w, const LayerPlac
     RouteToken(c, logits.data() + t * c.n_routed_experts, bias, experts.data() + t * top_k,
                weights.data() + t * top_k);
   }
-  if (stats != nullptr) {
-    stats->tokens_per_logical_expert.assign(static_cast<size_t>(c.n_routed_experts), 0);
-    for (int32_t e : experts) ++stats->tokens_per_logical_expert[e];
-  }
 
-  // Layout and dispatch.
+  // Layout → dispatch.
   const DispatchLayout layout =
       BuildDispatchLayout(experts.data(), weights.data(), num_tokens, top_k, placement);
-  const int64_t row_bytes = RowBytes(hidden, top_k);
-  std::vector<std::vector<uint8_t>> send(static_cast<size_t>(comm.size()));
-  std::vector<absl::Span<const uint8_t>> send_spans;
-  for (int32_t r = 0; r < comm.size(); ++r) {
-    const std::vector<int32_t>& tokens = layout.tokens[r];
-    send[r].resize(tokens.size() * row_bytes);
-    for (size_t i = 0; i < tokens.size(); ++i) {
-      uint8_t* row = send[r].data() + i * row_bytes;
-      std::memcpy(row, h + tokens[i] * hidden, hidden * sizeof(float));
-      int32_t* slots = reinterpret_cast<int32_t*>(row + hidden * sizeof(float));
-      float* ws = reinterpret_cast<float*>(slots + top_k);
-      for (int32_t j = 0; j < top_k; ++j) {
-        slots[j] = layout.entries[r][i * top_k + j].local_slot;
-        ws[j] = layout.entries[r][i * top_k + j].weight;
-      }
-    }
-    send_spans.emplace_back(send[r]);
-  }
-  std::vector<std::vector<uint8_t>> received;
-  absl::Time start = absl::Now();
-  RETURN_IF_ERROR(comm.AllToAllV(send_spans, &received, deadline));
-  if (stats != nullptr) stats->dispatch_seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  ExpertDispatcher dispatcher(comm, transport, hidden, top_k,
+                              static_cast<int64_t>(w.experts.size()));
+  RETURN_IF_ERROR(dispatcher.Dispatch(h, layout, deadline));
 
-  // Grouped expert compute: gather the rows of each local slot, run the expert, add the
-  // weighted output into the row's result.
-  const int64_t slots = static_cast<int64_t>(w.experts.size());
-  std::vector<int64_t> row_offset(received.size() + 1, 0);
-  for (size_t r = 0; r < received.size(); ++r) {
-    if (received[r].size() % row_bytes != 0) {
-      return absl::DataLossError(absl::StrCat("dispatch from rank ", r, ": ", received[r].size(),
-                                              " bytes is not a whole number of rows"));
-    }
-    row_offset[r + 1] = row_offset[r] + static_cast<int64_t>(received[r].size()) / row_bytes;
-  }
-  const int64_t rows = row_offset.back();
-  std::vector<std::vector<std::pair<int64_t, float>>> per_slot(static_cast<size_t>(slots));
-  std::vector<const float*> row_x(static_cast<size_t>(rows));
-  for (size_t r = 0; r < received.size(); ++r) {
-    for (int64_t i = 0; i < row_offset[r + 1] - row_offset[r]; ++i) {
-      const uint8_t* row = received[r].data() + i * row_bytes;
-      const int64_t global = row_offset[r] + i;
-      row_x[global] = reinterpret_cast<const float*>(row);
-      const int32_t* slot_ids = reinterpret_cast<const int32_t*>(row + hidden * sizeof(float));
-      const float* ws = reinterpret_cast<const float*>(slot_ids + top_k);
-      for (int32_t j = 0; j < top_k; ++j) {
-        if (slot_ids[j] < 0) continue;
-        if (slot_ids[j] >= slots) {
-          return absl::DataLossError(absl::StrCat("dispatch from rank ", r, ": slot ",
-                                                  slot_ids[j], " of ", slots));
-        }
-        per_slot[slot_ids[j]].emplace_back(global, ws[j]);
-      }
-    }
-  }
-  std::vector<float> expert_out(static_cast<size_t>(rows * hidden), 0.0f);
-  if (stats != nullptr) stats->rows_per_local_slot.assign(static_cast<size_t>(slots), 0);
+  // Grouped expert compute: each local expert on the rows routed to it; each row collects the
+  // weighted sum of its experts' outputs.
+  std::vector<float> sums(static_cast<size_t>(dispatcher.num_received() * hidden), 0.0f);
   std::vector<float> xs, ys;
-  for (int64_t s = 0; s < slots; ++s) {
-    const auto& assigned = per_slot[s];
-    if (assigned.empty()) continue;
-    const int64_t n = static_cast<int64_t>(assigned.size());
-    if (stats != nullptr) stats->rows_per_local_slot[s] = n;
+  for (size_t s = 0; s < w.experts.size(); ++s) {
+    const auto& rows = dispatcher.rows_of_slot()[s];
+    if (rows.empty()) continue;
+    const int64_t n = static_cast<int64_t>(rows.size());
     xs.resize(static_cast<size_t>(n * hidden));
     ys.resize(xs.size());
     for (int64_t i = 0; i < n; ++i) {
-      std::memcpy(xs.data() + i * hidden, row_x[assigned[i].first], hidden * sizeof(float));
+      std::memcpy(xs.data() + i * hidden, dispatcher.received_rows() + rows[i].first * hidden,
+                  hidden * sizeof(float));
     }
     RunMlp(w.experts[s], xs.data(), n, ys.data());
     for (int64_t i = 0; i < n; ++i) {
-      Axpy(assigned[i].second, ys.data() + i * hidden, hidden,
-           expert_out.data() + assigned[i].first * hidden);
+      Axpy(rows[i].second, ys.data() + i * hidden, hidden, sums.data() + rows[i].first * hidden);
     }
   }
 
-  // Combine: each row's weighted sum goes back to the rank it came from, in the same order.
-  std::vector<absl::Span<const uint8_t>> back;
-  for (size_t r = 0; r < received.size(); ++r) {
-    back.emplace_back(reinterpret_cast<const uint8_t*>(expert_out.data() + row_offset[r] * hidden),
-                      (row_offset[r + 1] - row_offset[r]) * hidden * sizeof(float));
-  }
-  std::vector<std::vector<uint8_t>> combined;
-  start = absl::Now();
-  RETURN_IF_ERROR(comm.AllToAllV(back, &combined, deadline));
-  if (stats != nullptr) {
-    stats->combine_seconds = absl::ToDoubleSeconds(absl::Now() - start);
-    stats->bytes_sent = 0;
-    stats->bytes_received = 0;
-    for (const auto& s : send) stats->bytes_sent += static_cast<int64_t>(s.size());
-    for (const auto& b : back) stats->bytes_sent += static_cast<int64_t>(b.size());
-    for (const auto& r : received) stats->bytes_received += static_cast<int64_t>(r.size());
-    for (const auto& r : combined) stats->bytes_received += static_cast<int64_t>(r.size());
-  }
-
-  // Shared experts, then the routed contributions in rank order.
+  // Shared experts, then combine adds the routed contributions.
   if (w.has_shared_experts) {
     RunMlp(w.shared_experts, h, num_tokens, out);
   } else {
     std::fill(out, out + num_tokens * hidden, 0.0f);
   }
-  for (int32_t r = 0; r < comm.size(); ++r) {
-    const std::vector<int32_t>& tokens = layout.tokens[r];
-    if (combined[r].size() != tokens.size() * hidden * sizeof(float)) {
-      return absl::DataLossError(absl::StrCat("combine from rank ", r, ": ", combined[r].size(),
-                                              " bytes for ", tokens.size(), " rows"));
-    }
-    const float* rows_back = reinterpret_cast<const float*>(combined[r].data());
-    for (size_t i = 0; i < tokens.size(); ++i) {
-      Axpy(1.0f, rows_back + i * hidden, hidden, out + tokens[i] * hidden);
-    }
+  RETURN_IF_ERROR(dispatcher.Combine(sums.data(), layout, deadline, out));
+  if (stats != nullptr) {
+    *stats = std::move(dispatcher.stats());
+    stats->tokens_per_logical_expert.assign(static_cast<size_t>(c.n_routed_experts), 0);
+    for (int32_t e : experts) ++stats->tokens_per_logical_expert[e];
   }
   return absl::OkStatus();
 }

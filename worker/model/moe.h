@@ -39,10 +39,63 @@ DispatchLayout BuildDispatchLayout(const int32_t* experts, const float* weights,
 struct MoeStats {
   std::vector<int64_t> tokens_per_logical_expert;  // this rank's routing decisions
   std::vector<int64_t> rows_per_local_slot;         // rows this rank's experts computed
-  int64_t bytes_sent = 0;
-  int64_t bytes_received = 0;
+  std::vector<int64_t> bytes_sent_to;               // [peer rank], dispatch + combine
+  std::vector<int64_t> bytes_received_from;         // [peer rank], dispatch + combine
   double dispatch_seconds = 0;
   double combine_seconds = 0;
+};
+
+// How activations travel. DeepSeek dispatches FP8 (e4m3 with one f32 scale per 128 channels)
+// and combines BF16; F32 both ways is exact (EP results equal single-rank results).
+struct MoeTransportOptions {
+  DType dispatch = DType::kF32;  // kF32, kBF16 or kF8E4M3
+  DType combine = DType::kF32;   // kF32 or kBF16
+};
+
+// Bytes of one encoded activation row, and the codec (F8_E4M3: [ceil(hidden/128) f32 scales]
+// then [hidden e4m3 bytes], scale = amax/448 per 128 channels).
+int64_t ActivationBytes(int64_t hidden, DType dtype);
+void EncodeActivations(const float* x, int64_t hidden, DType dtype, uint8_t* out);
+void DecodeActivations(const uint8_t* in, int64_t hidden, DType dtype, float* x);
+
+// DeepEP's Buffer::dispatch / Buffer::combine over a Communicator, for one MoE layer of one
+// step. Dispatch sends each token's activations once to every rank that holds one of its
+// experts, with the (local slot, gate weight) pairs for that rank; the receiving rank runs its
+// experts on the rows and sums each row's weighted outputs; Combine sends those sums back, where
+// they are added to the tokens' outputs. Both are collectives: every rank calls both, always.
+class ExpertDispatcher {
+ public:
+  ExpertDispatcher(Communicator& comm, const MoeTransportOptions& transport, int64_t hidden,
+                   int32_t top_k, int64_t local_slots);
+
+  // x: f32 [num_tokens, hidden]. Afterwards received_rows() and rows_of_slot() describe what
+  // this rank's experts must compute.
+  absl::Status Dispatch(const float* x, const DispatchLayout& layout, absl::Time deadline);
+  int64_t num_received() const { return static_cast<int64_t>(received_x_.size()) / hidden_; }
+  // f32 [num_received, hidden], decoded.
+  const float* received_rows() const { return received_x_.data(); }
+  // For each local slot: (received row, gate weight) pairs.
+  const std::vector<std::vector<std::pair<int64_t, float>>>& rows_of_slot() const {
+    return rows_of_slot_;
+  }
+
+  // expert_sums: f32 [num_received, hidden], each received row's weighted expert outputs.
+  // Adds every token's returned sums into out: f32 [num_tokens, hidden].
+  absl::Status Combine(const float* expert_sums, const DispatchLayout& layout,
+                       absl::Time deadline, float* out);
+
+  // Filled by Dispatch/Combine: bytes per peer, seconds in each all-to-all.
+  MoeStats& stats() { return stats_; }
+
+ private:
+  Communicator& comm_;
+  const MoeTransportOptions transport_;
+  const int64_t hidden_;
+  const int32_t top_k_;
+  std::vector<int64_t> row_offset_;  // [rank + 1]: received rows by source rank
+  std::vector<float> received_x_;
+  std::vector<std::vector<std::pair<int64_t, float>>> rows_of_slot_;
+  MoeStats stats_;
 };
 
 // One MoE layer: gate → layout → dispatch (all-to-all) → grouped expert compute → combine
@@ -51,7 +104,8 @@ struct MoeStats {
 // h: f32 [num_tokens, hidden] (post-attention norm output); out: f32 [num_tokens, hidden].
 absl::Status RunMoe(const ModelConfig& config, const LayerWeights& w,
                     const LayerPlacement& placement, const float* h, int64_t num_tokens,
-                    Communicator& comm, absl::Time deadline, float* out, MoeStats* stats);
+                    Communicator& comm, absl::Time deadline, const MoeTransportOptions& transport,
+                    float* out, MoeStats* stats);
 
 }  // namespace epinfer
 

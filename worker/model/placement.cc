@@ -1,6 +1,9 @@
 #include "worker/model/placement.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
 
 namespace epinfer {
 
@@ -50,6 +53,72 @@ absl::StatusOr<ExpertPlacement> ExpertPlacement::Contiguous(int64_t num_layers,
     if (!status.ok()) return status;
   }
   return placement;
+}
+
+absl::StatusOr<ExpertPlacement> ExpertPlacement::FromJson(const std::string& json_text,
+                                                          const std::vector<bool>& moe_layers,
+                                                          int32_t num_logical) {
+  using Json = nlohmann::json;
+  Json j = Json::parse(json_text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::InvalidArgumentError("placement: not a JSON object");
+  }
+  auto ranks = j.find("num_ranks");
+  auto phy2log = j.find("phy2log");
+  if (ranks == j.end() || !ranks->is_number_integer() || ranks->get<int64_t>() < 1 ||
+      ranks->get<int64_t>() > 65536) {
+    return absl::InvalidArgumentError("placement: num_ranks must be an integer in [1, 65536]");
+  }
+  if (phy2log == j.end() || !phy2log->is_array()) {
+    return absl::InvalidArgumentError("placement: phy2log must be a list (one per MoE layer)");
+  }
+  const int64_t moe_count = std::count(moe_layers.begin(), moe_layers.end(), true);
+  if (static_cast<int64_t>(phy2log->size()) != moe_count) {
+    return absl::InvalidArgumentError(absl::StrCat("placement: ", phy2log->size(),
+                                                   " phy2log layers for ", moe_count,
+                                                   " MoE layers"));
+  }
+  ExpertPlacement placement;
+  placement.version = 1;
+  placement.layers.resize(moe_layers.size());
+  const int32_t num_ranks = static_cast<int32_t>(ranks->get<int64_t>());
+  size_t next = 0;
+  for (size_t l = 0; l < moe_layers.size(); ++l) {
+    if (!moe_layers[l]) continue;
+    const Json& slots = (*phy2log)[next++];
+    if (!slots.is_array() || slots.empty() || slots.size() % num_ranks != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("placement: layer ", l,
+                                                     ": slot count is not a multiple of ",
+                                                     num_ranks, " ranks"));
+    }
+    LayerPlacement& layer = placement.layers[l];
+    layer.num_ranks = num_ranks;
+    layer.slots_per_rank = static_cast<int32_t>(slots.size() / num_ranks);
+    for (const Json& e : slots) {
+      if (!e.is_number_integer()) {
+        return absl::InvalidArgumentError(absl::StrCat("placement: layer ", l,
+                                                       ": non-integer expert ", e.dump()));
+      }
+      layer.phy2log.push_back(static_cast<int32_t>(e.get<int64_t>()));
+    }
+    absl::Status status = layer.Index(num_logical);
+    if (!status.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("layer ", l, ": ", status.message()));
+    }
+  }
+  return placement;
+}
+
+std::string ExpertPlacement::ToJson() const {
+  nlohmann::json j;
+  j["version"] = version;
+  j["phy2log"] = nlohmann::json::array();
+  for (const LayerPlacement& layer : layers) {
+    if (layer.phy2log.empty()) continue;
+    j["num_ranks"] = layer.num_ranks;
+    j["phy2log"].push_back(layer.phy2log);
+  }
+  return j.dump();
 }
 
 std::vector<int32_t> ExpertPlacement::LocalExperts(int64_t layer, int32_t rank) const {

@@ -2,6 +2,7 @@
 #define EPINFER_WORKER_MODEL_PLACEMENT_H_
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -31,6 +32,14 @@ struct LayerPlacement {
 
 // A placement for every layer of a model (dense layers have an empty LayerPlacement).
 struct ExpertPlacement {
+  // From JSON {"num_ranks": N, "phy2log": [[slot → logical expert] per MoE layer, in layer
+  // order]} (the phy2log that `epinfer eplb` prints). Every layer must have N × S slots and give
+  // each of the num_logical experts at least one; errors name the layer and slot.
+  static absl::StatusOr<ExpertPlacement> FromJson(const std::string& json_text,
+                                                  const std::vector<bool>& moe_layers,
+                                                  int32_t num_logical);
+  std::string ToJson() const;
+
   uint64_t version = 0;
   std::vector<LayerPlacement> layers;
 

@@ -1,0 +1,113 @@
+#include "worker/model/moe.h"
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace epinfer {
+namespace {
+
+TEST(ActivationCodecTest, F32RoundTripsExactly) {
+  std::vector<float> x = {1.5f, -2.25f, 3e-8f, 1e30f};
+  std::vector<uint8_t> bytes(ActivationBytes(4, DType::kF32));
+  EncodeActivations(x.data(), 4, DType::kF32, bytes.data());
+  std::vector<float> y(4);
+  DecodeActivations(bytes.data(), 4, DType::kF32, y.data());
+  EXPECT_EQ(x, y);
+}
+
+TEST(ActivationCodecTest, Bf16KeepsEightSignificantBits) {
+  std::mt19937 rng(1);
+  std::normal_distribution<float> normal;
+  std::vector<float> x(300), y(300);
+  for (float& v : x) v = normal(rng);
+  std::vector<uint8_t> bytes(ActivationBytes(300, DType::kBF16));
+  EXPECT_EQ(bytes.size(), 600u);
+  EncodeActivations(x.data(), 300, DType::kBF16, bytes.data());
+  DecodeActivations(bytes.data(), 300, DType::kBF16, y.data());
+  for (int i = 0; i < 300; ++i) EXPECT_LE(std::fabs(x[i] - y[i]), std::fabs(x[i]) * 0x1p-8f) << i;
+}
+
+TEST(ActivationCodecTest, Fp8UsesOneScalePer128ChannelsAndHalfAnUlpOfError) {
+  // Two groups with very different magnitudes: each keeps its own precision.
+  std::mt19937 rng(2);
+  std::normal_distribution<float> normal;
+  const int64_t hidden = 200;  // groups of 128 and 72
+  std::vector<float> x(hidden), y(hidden);
+  for (int i = 0; i < hidden; ++i) x[i] = normal(rng) * (i < 128 ? 1000.0f : 0.001f);
+  std::vector<uint8_t> bytes(ActivationBytes(hidden, DType::kF8E4M3));
+  EXPECT_EQ(bytes.size(), 2 * 4 + 200u);
+  EncodeActivations(x.data(), hidden, DType::kF8E4M3, bytes.data());
+  DecodeActivations(bytes.data(), hidden, DType::kF8E4M3, y.data());
+  for (int g = 0; g < 2; ++g) {
+    float amax = 0;
+    for (int i = g * 128; i < std::min<int>(hidden, (g + 1) * 128); ++i) {
+      amax = std::max(amax, std::fabs(x[i]));
+    }
+    const float scale = amax / 448.0f;
+    for (int i = g * 128; i < std::min<int>(hidden, (g + 1) * 128); ++i) {
+      // Normal e4m3 values: relative error ≤ 2^-4; subnormals: absolute ≤ 2^-10 × scale.
+      const float bound = std::max(std::fabs(x[i]) * 0x1p-4f, scale * 0x1p-10f);
+      EXPECT_LE(std::fabs(x[i] - y[i]), bound * 1.0001f) << i;
+    }
+  }
+}
+
+TEST(DispatchLayoutTest, ATokenGoesToEachRankOnceWithAllItsSlotsThere) {
+  LayerPlacement p;
+  p.num_ranks = 2;
+  p.slots_per_rank = 2;
+  p.phy2log = {0, 1, 2, 3};  // rank 0: experts 0,1; rank 1: experts 2,3
+  ASSERT_TRUE(p.Index(4).ok());
+  // token 0 → experts 0, 1 (both rank 0); token 1 → experts 3, 0.
+  std::vector<int32_t> experts = {0, 1, 3, 0};
+  std::vector<float> weights = {0.5f, 0.25f, 0.75f, 0.125f};
+  DispatchLayout layout = BuildDispatchLayout(experts.data(), weights.data(), 2, 2, p);
+  EXPECT_EQ(layout.tokens[0], (std::vector<int32_t>{0, 1}));
+  EXPECT_EQ(layout.tokens[1], (std::vector<int32_t>{1}));
+  EXPECT_EQ(layout.entries[0][0].local_slot, 0);
+  EXPECT_EQ(layout.entries[0][1].local_slot, 1);
+  EXPECT_EQ(layout.entries[0][1].weight, 0.25f);
+  EXPECT_EQ(layout.entries[0][2].local_slot, 0);  // token 1's expert 0
+  EXPECT_EQ(layout.entries[0][2].weight, 0.125f);
+  EXPECT_EQ(layout.entries[0][3].local_slot, -1);
+  EXPECT_EQ(layout.entries[1][0].local_slot, 1);  // expert 3 = rank 1's slot 1
+}
+
+TEST(DispatchLayoutTest, ReplicatedExpertsAreSpreadOverTheirReplicasByToken) {
+  LayerPlacement p;
+  p.num_ranks = 2;
+  p.slots_per_rank = 2;
+  p.phy2log = {0, 1, 0, 2};  // expert 0 on both ranks
+  ASSERT_TRUE(p.Index(3).ok());
+  std::vector<int32_t> experts = {0, 0, 0, 0};
+  std::vector<float> weights = {1, 1, 1, 1};
+  DispatchLayout layout = BuildDispatchLayout(experts.data(), weights.data(), 4, 1, p);
+  EXPECT_EQ(layout.tokens[0], (std::vector<int32_t>{0, 2}));
+  EXPECT_EQ(layout.tokens[1], (std::vector<int32_t>{1, 3}));
+}
+
+TEST(PlacementTest, FromJsonValidatesSlotsAndCoverage) {
+  std::vector<bool> moe = {false, true, true};
+  auto ok = ExpertPlacement::FromJson(R"({"num_ranks":2,"phy2log":[[0,1,2,3,0,1],[3,2,1,0,0,0]]})",
+                                      moe, 4);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->layers[1].slots_per_rank, 3);
+  EXPECT_EQ(ok->LocalExperts(2, 1), (std::vector<int32_t>{0, 0, 0}));
+  EXPECT_EQ(ok->layers[1].log2phy[0], (std::vector<int32_t>{0, 4}));
+  auto missing = ExpertPlacement::FromJson(R"({"num_ranks":2,"phy2log":[[0,1,2,2],[0,1,2,3]]})",
+                                           moe, 4);
+  EXPECT_NE(std::string(missing.status().message()).find("layer 1: placement: expert 3 has no slot"),
+            std::string::npos)
+      << missing.status();
+  EXPECT_FALSE(ExpertPlacement::FromJson(R"({"num_ranks":3,"phy2log":[[0,1,2,3],[0,1,2,3]]})",
+                                         moe, 4).ok());
+  EXPECT_FALSE(ExpertPlacement::FromJson(R"({"num_ranks":2,"phy2log":[[0,1,2,9],[0,1,2,3]]})",
+                                         moe, 4).ok());
+  EXPECT_FALSE(ExpertPlacement::FromJson(R"({"phy2log":[]})", moe, 4).ok());
+}
+
+}  // namespace
+}  // namespace epinfer
