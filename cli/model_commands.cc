@@ -25,6 +25,7 @@
 #include "worker/model/forward_job.h"
 #include "worker/kernels/linear.h"
 #include "worker/model/generate.h"
+#include "tokenizer/trainer.h"
 #include "worker/model/make_model.h"
 #include "worker/model/model.h"
 
@@ -44,6 +45,9 @@ ABSL_FLAG(int, shards, 1, "make-model: number of safetensors files (index writte
 ABSL_FLAG(bool, q_lora, true, "make-model: low-rank queries (q_a_proj/q_b_proj); --no_q_lora "
                               "writes a plain q_proj like V2-Lite.");
 ABSL_FLAG(int64_t, n_routed_experts, 0, "make-model: override the preset's routed experts.");
+ABSL_FLAG(std::string, tokenizer_corpus, "",
+          "make-model: train a byte-level BPE tokenizer of the model's vocab_size on this text "
+          "file and write tokenizer.json + tokenizer_config.json beside the weights.");
 ABSL_FLAG(int64_t, max_tokens, 16, "generate: tokens to generate, at least 1.");
 ABSL_FLAG(double, temperature, 0.0, "generate: sampling temperature in [0, 2]; 0 is greedy.");
 ABSL_FLAG(double, top_p, 1.0, "generate: nucleus mass in (0, 1].");
@@ -264,6 +268,15 @@ absl::Status MakeModelCommand() {
   options.q_lora = absl::GetFlag(FLAGS_q_lora);
   options.n_routed_experts = absl::GetFlag(FLAGS_n_routed_experts);
   RETURN_IF_ERROR(MakeModel(options));
+  if (const std::string corpus_path = absl::GetFlag(FLAGS_tokenizer_corpus); !corpus_path.empty()) {
+    std::ifstream in(corpus_path);
+    if (!in) return absl::InvalidArgumentError(absl::StrCat("--tokenizer_corpus: cannot read ", corpus_path));
+    std::stringstream corpus;
+    corpus << in.rdbuf();
+    ASSIGN_OR_RETURN(std::string config_text, PresetConfigJson(options));
+    ASSIGN_OR_RETURN(ModelConfig config, ParseModelConfig(config_text));
+    RETURN_IF_ERROR(TrainTokenizer(corpus.str(), static_cast<int>(config.vocab_size), options.out_dir));
+  }
   std::cerr << "wrote " << options.preset << " " << dtype << " model to " << options.out_dir
             << "\n";
   return absl::OkStatus();
@@ -282,7 +295,8 @@ int Run(int argc, char** argv, const char* usage, const std::vector<std::string>
 
 int RunMakeModel(int argc, char** argv) {
   return Run(argc, argv, "--preset tiny|small|tiny-v2 --dtype f32|bf16|fp8 --seed N --out DIR",
-             {"preset", "dtype", "seed", "out", "shards", "q_lora", "n_routed_experts"},
+             {"preset", "dtype", "seed", "out", "shards", "q_lora", "n_routed_experts",
+              "tokenizer_corpus"},
              MakeModelCommand);
 }
 
