@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
+#include "cli/client_commands.h"
 #include "cli/model_commands.h"
 #include "common/version.h"
 #include "router/router_main.h"
@@ -27,6 +28,7 @@ constexpr Command kCommands[] = {
     {"generate", "generate token ids from a prompt of token ids", RunGenerate},
     {"tokenize", "text on stdin to token ids (JSON array)", RunTokenize},
     {"detokenize", "token ids (JSON array) on stdin to text", RunDetokenize},
+    {"complete", "stream a completion from a router (gRPC client)", RunComplete},
     {"version", "print the version", RunVersion},
 };
 

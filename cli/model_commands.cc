@@ -26,10 +26,10 @@
 #include "worker/kernels/linear.h"
 #include "worker/model/generate.h"
 #include "tokenizer/trainer.h"
+#include "worker/flags.h"
 #include "worker/model/make_model.h"
 #include "worker/model/model.h"
 
-ABSL_FLAG(std::string, model, "", "Checkpoint directory (config.json + safetensors).");
 ABSL_FLAG(std::string, tokens, "", "Prompt token ids, comma-separated: 3,17,42.");
 ABSL_FLAG(std::string, out, "", "Output path (forward: logits file; make-model: directory).");
 ABSL_FLAG(std::string, mode, "prefill",
@@ -37,7 +37,6 @@ ABSL_FLAG(std::string, mode, "prefill",
           "KV cache).");
 ABSL_FLAG(std::string, attention, "auto",
           "Attention form: auto (absorbed for single-token steps), naive or absorbed.");
-ABSL_FLAG(int, threads, 0, "Compute threads; 0 = all cores.");
 ABSL_FLAG(std::string, preset, "tiny", "make-model preset: tiny, small or tiny-v2.");
 ABSL_FLAG(std::string, dtype, "bf16", "make-model weight dtype: f32, bf16 or fp8.");
 ABSL_FLAG(uint64_t, seed, 0, "Random seed (make-model weights; generate sampling).");
@@ -54,11 +53,8 @@ ABSL_FLAG(double, top_p, 1.0, "generate: nucleus mass in (0, 1].");
 ABSL_FLAG(int, top_k, 0, "generate: keep the k most likely tokens; 0 = off.");
 ABSL_FLAG(std::string, stop_token_ids, "", "generate: comma-separated ids that end generation.");
 ABSL_FLAG(bool, ignore_eos, false, "generate: continue past the end-of-sentence token.");
-ABSL_FLAG(int64_t, kv_cache_mb, 256, "KV cache budget in MiB.");
 ABSL_FLAG(int, ep, 1, "forward: expert-parallel ranks; sequences (';'-separated in --tokens) "
                       "spread over them round-robin for attention.");
-ABSL_FLAG(std::string, transport, "local",
-          "forward --ep: local (ranks as threads) or ucx (ranks as processes over UCX).");
 ABSL_FLAG(std::string, placement, "",
           "forward: expert placement JSON {\"num_ranks\": N, \"phy2log\": [[...] per MoE layer]}; "
           "default: contiguous over --ep ranks.");
@@ -151,7 +147,8 @@ absl::Status Forward() {
   }
   const int ep = absl::GetFlag(FLAGS_ep);
   if (ep < 1 || ep > 64) return absl::InvalidArgumentError(absl::StrCat("--ep=", ep, ": 1..64"));
-  const std::string transport = absl::GetFlag(FLAGS_transport);
+  const std::string transport =
+      absl::GetFlag(FLAGS_transport).empty() ? "local" : absl::GetFlag(FLAGS_transport);
   if (transport != "local" && transport != "ucx") {
     return absl::InvalidArgumentError(absl::StrCat("--transport=", transport,
                                                    ": expected local or ucx"));

@@ -220,11 +220,12 @@ absl::StatusOr<StepReport> Engine::Step() {
   RETURN_IF_ERROR(comm->AllGather(
       absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(&header), sizeof header), &headers,
       absl::Now() + options_.forward.collective_timeout));
+  report.stop = !headers.empty();
   for (size_t r = 0; r < headers.size() / sizeof(Header); ++r) {
     Header h;
     std::memcpy(&h, headers.data() + r * sizeof(Header), sizeof h);
     report.global_tokens += h.tokens;
-    report.stop = report.stop || h.stop != 0;
+    report.stop = report.stop && h.stop != 0;
   }
   if (report.global_tokens == 0) {
     if (!report.stop) std::this_thread::sleep_for(absl::ToChronoMicroseconds(options_.idle_wait));

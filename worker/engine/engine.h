@@ -71,7 +71,7 @@ struct StepReport {
   int64_t global_tokens = 0;  // over the whole group
   int64_t prefill_tokens = 0;
   int64_t decode_tokens = 0;
-  bool stop = false;          // the group agreed to stop (a rank asked to leave)
+  bool stop = false;          // every rank asked to stop: the group ends together
   absl::Duration duration;
   ForwardStats forward;
 };
@@ -102,8 +102,8 @@ class Engine {
   bool Cancel(const std::string& id);
   // Stops admitting new sequences (Submit answers UNAVAILABLE).
   void Drain();
-  // Asks the group to stop: the flag travels in the next step header; when any rank set it,
-  // every rank's Step reports stop.
+  // Asks the group to stop: the flag travels in every step header; once every rank has set it
+  // (each after draining its own sequences), every rank's Step reports stop in the same step.
   void RequestStop();
 
   // One step of the group. Errors (a collective failed, a peer died) leave every sequence as it

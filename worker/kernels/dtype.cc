@@ -52,29 +52,25 @@ bool ParseDType(absl::string_view name, DType* dtype) {
 }
 
 uint8_t F32ToF8E4M3(float f) {
-  const uint8_t sign = std::signbit(f) ? 0x80 : 0x00;
-  float a = std::fabs(f);
-  if (std::isnan(f)) return 0x7f;
-  if (a >= 448.0f) return sign | 0x7e;
-  // Candidates are the 127 non-negative finite codes; the code order is the value order, so a
-  // binary search over codes finds the neighbours.
-  int lo = 0, hi = 0x7e;
-  while (lo < hi) {
-    int mid = (lo + hi + 1) / 2;
-    if (F8E4M3ToF32(static_cast<uint8_t>(mid)) <= a) {
-      lo = mid;
-    } else {
-      hi = mid - 1;
-    }
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  const uint8_t sign = static_cast<uint8_t>((u >> 24) & 0x80);
+  u &= 0x7fffffffu;
+  if (u > 0x7f800000u) return sign | 0x7f;   // NaN
+  if (u >= 0x43e00000u) return sign | 0x7e;  // ≥ 448 (and ∞) saturates
+  if (u < 0x3c800000u) {
+    // Below the smallest normal 2^-6: multiples of 2^-9, rounded to nearest even (the default
+    // rounding mode); 8 × 2^-9 is the smallest normal, code 0x08, so the carry is right too.
+    float magnitude;
+    std::memcpy(&magnitude, &u, sizeof magnitude);
+    return sign | static_cast<uint8_t>(std::nearbyint(magnitude * 512.0f));
   }
-  int code = lo;
-  if (code < 0x7e) {
-    const float below = F8E4M3ToF32(static_cast<uint8_t>(code));
-    const float above = F8E4M3ToF32(static_cast<uint8_t>(code + 1));
-    const float d_below = a - below, d_above = above - a;
-    if (d_above < d_below || (d_above == d_below && (code & 1))) ++code;
-  }
-  return sign | static_cast<uint8_t>(code);
+  // Normal: keep 3 mantissa bits, ties to even; a carry moves into the exponent.
+  const uint32_t rounded = (u + 0x7ffffu + ((u >> 20) & 1u)) & 0xfff00000u;
+  const int exponent = static_cast<int>(rounded >> 23) - 120;  // f32 bias 127, e4m3 bias 7
+  const uint8_t mantissa = static_cast<uint8_t>((rounded >> 20) & 7u);
+  if (exponent > 15 || (exponent == 15 && mantissa == 7)) return sign | 0x7e;
+  return sign | static_cast<uint8_t>(exponent << 3) | mantissa;
 }
 
 }  // namespace epinfer

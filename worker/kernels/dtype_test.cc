@@ -59,6 +59,22 @@ TEST(DTypeTest, E4M3EncodeRoundsToNearestAndSaturates) {
   EXPECT_EQ(F8E4M3ToF32(F32ToF8E4M3(1.1875f)), 1.25f);  // tie → even mantissa (1.25)
 }
 
+TEST(DTypeTest, E4M3EncodeIsTheNearestCodeForASweepOfValues) {
+  // Brute force: the nearest of all finite codes (ties to the even code), against the encoder.
+  for (int i = -20000; i <= 20000; ++i) {
+    const float v = std::ldexp(static_cast<float>(i), -7) * 0.173f;
+    int best = 0;
+    for (int code = 0; code < 0x7f; ++code) {
+      const float d = std::fabs(F8E4M3ToF32(static_cast<uint8_t>(code)) - std::fabs(v));
+      const float bd = std::fabs(F8E4M3ToF32(static_cast<uint8_t>(best)) - std::fabs(v));
+      if (d < bd || (d == bd && (code & 1) == 0 && (best & 1) == 1)) best = code;
+    }
+    if (std::fabs(v) >= 448.0f) best = 0x7e;
+    const int expected = (v < 0 || std::signbit(v)) && best != 0 ? (best | 0x80) : best;
+    ASSERT_EQ(F32ToF8E4M3(v) & 0x7f, expected & 0x7f) << v;
+  }
+}
+
 TEST(DTypeTest, NamesRoundTrip) {
   for (DType d : {DType::kF32, DType::kF16, DType::kBF16, DType::kF8E4M3, DType::kI32,
                   DType::kI64, DType::kU8}) {

@@ -5,43 +5,33 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <cstdlib>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
 namespace epinfer {
 namespace {
 
-enum class Simd { kScalar, kAvx2, kAvx512 };
-
-Simd DetectSimd() {
-  __builtin_cpu_init();
-  Simd best = Simd::kScalar;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = Simd::kAvx2;
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) {
-    best = Simd::kAvx512;
-  }
-  if (const char* cap = std::getenv("EPINFER_SIMD")) {
-    if (std::strcmp(cap, "scalar") == 0) best = Simd::kScalar;
-    if (std::strcmp(cap, "avx2") == 0 && best == Simd::kAvx512) best = Simd::kAvx2;
-  }
-  return best;
-}
-
-Simd g_detected = DetectSimd();
-Simd g_simd = g_detected;
-
-Simd ActiveSimd() { return g_simd; }
-
-// Up to this many rows of x, MatMul streams W once per group of kGroup tokens (memory-bound
+// Up to this many rows of x, MatMul streams W once per group of up to four tokens (memory-bound
 // decode); beyond, it runs sgemm on dequantized panels (compute-bound prefill).
 constexpr int64_t kStreamMaxTokens = 16;
-constexpr int kGroup = 4;
-constexpr int64_t kPanelRows = 128;
+constexpr int64_t kPanelRows = 256;
+// Rows of W one streaming task covers; a cache line of y per task keeps threads' writes apart.
+constexpr int64_t kStreamChunkRows = 16;
+// How far ahead of the weight stream to prefetch: a single core keeps too few cache-line misses
+// in flight from the hardware prefetcher alone to reach the memory bandwidth.
+constexpr int64_t kPrefetchBytes = 4096;
+// Below this many weight elements × tokens, waking threads costs more than it saves.
+constexpr int64_t kParallelMinWork = int64_t{1} << 16;
 
-// ---- scalar ---------------------------------------------------------------------------------
+// FP8 E4M3 read as FP16: sign-extend the byte to 16 bits and shift exponent and mantissa into FP16
+// position; with E4M3's bias 7 under FP16's bias 15 that is the value × 2^-8, subnormals included
+// (the F16 conversion instructions handle them). Kernels multiply the block scale by 2^8, which is
+// exact. NaN codes (S.1111.111) come out as ±1.875, so callers detect them separately.
+constexpr float kFp8Unscale = 256.0f;
+constexpr uint8_t kFp8NanCode = 0x7f;
 
-// Element i of W without the FP8 block scale.
+// FP8 element i of W without the block scale, exactly.
 inline float RawWeight(const LinearWeight& w, int64_t i) {
   switch (w.dtype) {
     case DType::kF32:
@@ -57,11 +47,33 @@ inline float RawWeight(const LinearWeight& w, int64_t i) {
   }
 }
 
-void RowsScalar(const float* x, int64_t n, const LinearWeight& w, float* y, int64_t r0,
-                int64_t r1) {
+// The FP8 scale row of row r (a pointer to its ceil(cols/128) block scales).
+inline const float* ScaleRow(const LinearWeight& w, int64_t r) {
+  return w.scale_inv + ((w.first_row + r) / kFp8BlockSize) * w.scale_cols();
+}
+
+inline const uint8_t* RowBytes(const LinearWeight& w, int64_t r) {
+  return static_cast<const uint8_t*>(w.data) + r * w.cols * DTypeSize(w.dtype);
+}
+
+// ---- scalar ---------------------------------------------------------------------------------
+
+void DequantizeRowsScalar(const LinearWeight& w, int64_t row_begin, int64_t row_end, float* out) {
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    float* o = out + (r - row_begin) * w.cols;
+    const float* scales = w.dtype == DType::kF8E4M3 ? ScaleRow(w, r) : nullptr;
+    for (int64_t c = 0; c < w.cols; ++c) {
+      o[c] = RawWeight(w, r * w.cols + c);
+      if (scales != nullptr) o[c] *= scales[c / kFp8BlockSize];
+    }
+  }
+}
+
+void StreamRowsScalar(const float* x, int64_t n, const LinearWeight& w, float* y, int64_t r0,
+                      int64_t r1) {
   std::vector<float> row(static_cast<size_t>(w.cols));
   for (int64_t r = r0; r < r1; ++r) {
-    DequantizeRows(w, r, r + 1, row.data());
+    DequantizeRowsScalar(w, r, r + 1, row.data());
     for (int64_t t = 0; t < n; ++t) {
       const float* xt = x + t * w.cols;
       float acc = 0;
@@ -71,173 +83,429 @@ void RowsScalar(const float* x, int64_t n, const LinearWeight& w, float* y, int6
   }
 }
 
-// ---- AVX2 -----------------------------------------------------------------------------------
-
-__attribute__((target("avx2,fma"))) inline __m256 Load8(const LinearWeight& w, const void* p) {
-  switch (w.dtype) {
-    case DType::kBF16: {
-      __m128i h = _mm_loadu_si128(static_cast<const __m128i*>(p));
-      return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+void TransposedScalar(const float* x, int64_t n, const LinearWeight& w, float* y) {
+  std::fill(y, y + n * w.cols, 0.0f);
+  std::vector<float> row(static_cast<size_t>(w.cols));
+  for (int64_t k = 0; k < w.rows; ++k) {
+    DequantizeRowsScalar(w, k, k + 1, row.data());
+    for (int64_t t = 0; t < n; ++t) {
+      const float xk = x[t * w.rows + k];
+      for (int64_t c = 0; c < w.cols; ++c) y[t * w.cols + c] += xk * row[c];
     }
-    case DType::kF8E4M3: {
-      __m128i b = _mm_loadl_epi64(static_cast<const __m128i*>(p));
-      __m256i v = _mm256_cvtepu8_epi32(b);
-      __m256i mag = _mm256_slli_epi32(_mm256_and_si256(v, _mm256_set1_epi32(0x7f)), 20);
-      __m256i sign = _mm256_slli_epi32(_mm256_and_si256(v, _mm256_set1_epi32(0x80)), 24);
-      __m256 f = _mm256_mul_ps(_mm256_castsi256_ps(mag), _mm256_set1_ps(0x1p120f));
-      return _mm256_or_ps(f, _mm256_castsi256_ps(sign));
-    }
-    default:
-      return _mm256_loadu_ps(static_cast<const float*>(p));
   }
 }
 
-__attribute__((target("avx2,fma"))) inline float Sum8(__m256 v) {
+// ---- AVX-512 --------------------------------------------------------------------------------
+
+EPINFER_TARGET_AVX512 inline __mmask16 Lanes16(int64_t k) {
+  return static_cast<__mmask16>((1u << k) - 1);
+}
+
+// 16-bit lanes holding FP8 bytes sign-extended → FP16 bit patterns of value × 2^-8.
+EPINFER_TARGET_AVX512 inline __m512i Fp8ToF16Bits32(__m256i bytes) {
+  const __m512i h = _mm512_cvtepi8_epi16(bytes);
+  return _mm512_and_si512(_mm512_slli_epi16(h, 7), _mm512_set1_epi16(static_cast<short>(0xBFFF)));
+}
+
+EPINFER_TARGET_AVX512 inline __m512 Fp8ToF32Scaled16(__m128i bytes) {
+  const __m256i h = _mm256_cvtepi8_epi16(bytes);
+  return _mm512_cvtph_ps(
+      _mm256_and_si256(_mm256_slli_epi16(h, 7), _mm256_set1_epi16(static_cast<short>(0xBFFF))));
+}
+
+// Weight loaders: kStep elements per iteration into kStep / 16 vectors. FP8 values come × 2^-8
+// and fold the bytes (sign cleared) into a running maximum that exposes NaN codes.
+struct F32x512 {
+  static constexpr int kBytes = 4;
+  static constexpr int kStep = 32;
+  static constexpr bool kBlocked = false;
+  EPINFER_TARGET_AVX512 static void Load(const uint8_t* p, __m512* v, __m512i*) {
+    v[0] = _mm512_loadu_ps(p);
+    v[1] = _mm512_loadu_ps(p + 64);
+  }
+  EPINFER_TARGET_AVX512 static __m512 LoadPart(const uint8_t* p, int64_t k, __m512i*) {
+    return _mm512_maskz_loadu_ps(Lanes16(k), p);
+  }
+};
+
+struct Bf16x512 {
+  static constexpr int kBytes = 2;
+  static constexpr int kStep = 32;
+  static constexpr bool kBlocked = false;
+  EPINFER_TARGET_AVX512 static __m512 Widen(__m256i h) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
+  EPINFER_TARGET_AVX512 static void Load(const uint8_t* p, __m512* v, __m512i*) {
+    v[0] = Widen(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    v[1] = Widen(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32)));
+  }
+  EPINFER_TARGET_AVX512 static __m512 LoadPart(const uint8_t* p, int64_t k, __m512i*) {
+    return Widen(_mm256_maskz_loadu_epi16(Lanes16(k), p));
+  }
+};
+
+struct Fp8x512 {
+  static constexpr int kBytes = 1;
+  static constexpr int kStep = 64;
+  static constexpr bool kBlocked = true;
+  EPINFER_TARGET_AVX512 static void Load(const uint8_t* p, __m512* v, __m512i* probe) {
+    const __m512i raw = _mm512_loadu_si512(p);
+    *probe = _mm512_max_epu8(*probe, _mm512_and_si512(raw, _mm512_set1_epi8(0x7f)));
+    const __m512i lo = Fp8ToF16Bits32(_mm512_castsi512_si256(raw));
+    const __m512i hi = Fp8ToF16Bits32(_mm512_extracti64x4_epi64(raw, 1));
+    v[0] = _mm512_cvtph_ps(_mm512_castsi512_si256(lo));
+    v[1] = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(lo, 1));
+    v[2] = _mm512_cvtph_ps(_mm512_castsi512_si256(hi));
+    v[3] = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(hi, 1));
+  }
+  EPINFER_TARGET_AVX512 static __m512 LoadPart(const uint8_t* p, int64_t k, __m512i* probe) {
+    const __m128i raw = _mm_maskz_loadu_epi8(Lanes16(k), p);
+    *probe = _mm512_max_epu8(*probe,
+                             _mm512_zextsi128_si512(_mm_and_si128(raw, _mm_set1_epi8(0x7f))));
+    return Fp8ToF32Scaled16(raw);
+  }
+};
+
+EPINFER_TARGET_AVX512 inline bool HasFp8Nan(__m512i probe) {
+  return _mm512_cmpeq_epi8_mask(probe, _mm512_set1_epi8(kFp8NanCode)) != 0;
+}
+
+// One weight row against G token rows (x: G rows of `cols`, y: G values `ldy` apart). FP8 applies
+// each 128-column block's scale to that block's partial sums.
+template <class L, int G>
+EPINFER_TARGET_AVX512 void RowAvx512(const float* x, int64_t cols, const uint8_t* row,
+                                     const float* scales, float* y, int64_t ldy) {
+  constexpr int V = L::kStep / 16;
+  const int64_t block = L::kBlocked ? kFp8BlockSize : cols;
+  __m512 total[G];
+  for (int g = 0; g < G; ++g) total[g] = _mm512_setzero_ps();
+  __m512i probe = _mm512_setzero_si512();
+  for (int64_t b0 = 0; b0 < cols; b0 += block) {
+    const int64_t b1 = std::min(b0 + block, cols);
+    __m512 acc[G][V];
+    for (int g = 0; g < G; ++g) {
+      for (int v = 0; v < V; ++v) acc[g][v] = _mm512_setzero_ps();
+    }
+    int64_t c = b0;
+    for (; c + L::kStep <= b1; c += L::kStep) {
+      const uint8_t* p = row + c * L::kBytes;
+      for (int line = 0; line < L::kStep * L::kBytes; line += 64) {
+        _mm_prefetch(reinterpret_cast<const char*>(p + line + kPrefetchBytes), _MM_HINT_T0);
+      }
+      __m512 wv[V];
+      L::Load(p, wv, &probe);
+      for (int g = 0; g < G; ++g) {
+        const float* xg = x + g * cols + c;
+        for (int v = 0; v < V; ++v) {
+          acc[g][v] = _mm512_fmadd_ps(wv[v], _mm512_loadu_ps(xg + 16 * v), acc[g][v]);
+        }
+      }
+    }
+    for (; c < b1; c += 16) {
+      const int64_t k = std::min<int64_t>(16, b1 - c);
+      const __m512 wv = L::LoadPart(row + c * L::kBytes, k, &probe);
+      for (int g = 0; g < G; ++g) {
+        acc[g][0] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(Lanes16(k), x + g * cols + c),
+                                    acc[g][0]);
+      }
+    }
+    for (int g = 0; g < G; ++g) {
+      __m512 sum = acc[g][0];
+      for (int v = 1; v < V; ++v) sum = _mm512_add_ps(sum, acc[g][v]);
+      if constexpr (L::kBlocked) {
+        total[g] = _mm512_fmadd_ps(
+            sum, _mm512_set1_ps(scales[b0 / kFp8BlockSize] * kFp8Unscale), total[g]);
+      } else {
+        total[g] = _mm512_add_ps(total[g], sum);
+      }
+    }
+  }
+  const bool nan = L::kBlocked && HasFp8Nan(probe);
+  for (int g = 0; g < G; ++g) y[g * ldy] = nan ? NAN : _mm512_reduce_add_ps(total[g]);
+}
+
+template <class L>
+EPINFER_TARGET_AVX512 void StreamRowsAvx512(const float* x, int64_t n, const LinearWeight& w,
+                                            float* y, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* row = RowBytes(w, r);
+    const float* scales = L::kBlocked ? ScaleRow(w, r) : nullptr;
+    int64_t t = 0;
+    for (; t + 4 <= n; t += 4) {
+      RowAvx512<L, 4>(x + t * w.cols, w.cols, row, scales, y + t * w.rows + r, w.rows);
+    }
+    const float* xt = x + t * w.cols;
+    float* yt = y + t * w.rows + r;
+    switch (n - t) {
+      case 3:
+        RowAvx512<L, 3>(xt, w.cols, row, scales, yt, w.rows);
+        break;
+      case 2:
+        RowAvx512<L, 2>(xt, w.cols, row, scales, yt, w.rows);
+        break;
+      case 1:
+        RowAvx512<L, 1>(xt, w.cols, row, scales, yt, w.rows);
+        break;
+      default:
+        break;
+    }
+  }
+}
+
+// y[G, cols] += x[G, rows] · W for 64 columns [c0, c0 + 64) (fewer at the end), W in L's dtype.
+template <class L, int G>
+EPINFER_TARGET_AVX512 void TransposedColumnsAvx512(const float* x, const LinearWeight& w,
+                                                   int64_t c0, float* y) {
+  const int64_t width = std::min<int64_t>(64, w.cols - c0);
+  const int vectors = static_cast<int>((width + 15) / 16);
+  __m512 acc[G][4];
+  for (int g = 0; g < G; ++g) {
+    for (int v = 0; v < 4; ++v) acc[g][v] = _mm512_setzero_ps();
+  }
+  __m512i probe = _mm512_setzero_si512();
+  for (int64_t k = 0; k < w.rows; ++k) {
+    const uint8_t* p = RowBytes(w, k) + c0 * L::kBytes;
+    // A 64-column chunk starting at a multiple of 64 lies inside one 128-column scale block.
+    const float scale = L::kBlocked ? ScaleRow(w, k)[c0 / kFp8BlockSize] * kFp8Unscale : 1.0f;
+    __m512 wv[4];
+    for (int v = 0; v < vectors; ++v) {
+      wv[v] = L::LoadPart(p + 16 * v * L::kBytes, std::min<int64_t>(16, width - 16 * v), &probe);
+    }
+    for (int g = 0; g < G; ++g) {
+      const __m512 coef = _mm512_set1_ps(x[g * w.rows + k] * scale);
+      for (int v = 0; v < vectors; ++v) acc[g][v] = _mm512_fmadd_ps(coef, wv[v], acc[g][v]);
+    }
+  }
+  for (int g = 0; g < G; ++g) {
+    for (int v = 0; v < vectors; ++v) {
+      _mm512_mask_storeu_ps(y + g * w.cols + c0 + 16 * v,
+                            Lanes16(std::min<int64_t>(16, width - 16 * v)), acc[g][v]);
+    }
+  }
+  if (L::kBlocked && HasFp8Nan(probe)) {
+    // A NaN weight poisons its column; rare enough to redo the chunk exactly.
+    for (int64_t col = c0; col < c0 + width; ++col) {
+      for (int64_t k = 0; k < w.rows; ++k) {
+        const float raw = RawWeight(w, k * w.cols + col);
+        if (std::isnan(raw)) {
+          for (int g = 0; g < G; ++g) y[g * w.cols + col] = NAN;
+        }
+      }
+    }
+  }
+}
+
+template <class L>
+EPINFER_TARGET_AVX512 void TransposedAvx512(const float* x, int64_t n, const LinearWeight& w,
+                                            float* y) {
+  for (int64_t c0 = 0; c0 < w.cols; c0 += 64) {
+    int64_t t = 0;
+    for (; t + 4 <= n; t += 4) {
+      TransposedColumnsAvx512<L, 4>(x + t * w.rows, w, c0, y + t * w.cols);
+    }
+    for (; t < n; ++t) TransposedColumnsAvx512<L, 1>(x + t * w.rows, w, c0, y + t * w.cols);
+  }
+}
+
+EPINFER_TARGET_AVX512 void DequantizeRowsAvx512(const LinearWeight& w, int64_t row_begin,
+                                                int64_t row_end, float* out) {
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const uint8_t* row = RowBytes(w, r);
+    float* o = out + (r - row_begin) * w.cols;
+    const float* scales = w.dtype == DType::kF8E4M3 ? ScaleRow(w, r) : nullptr;
+    for (int64_t c = 0; c < w.cols; c += 16) {
+      const int64_t k = std::min<int64_t>(16, w.cols - c);
+      const __mmask16 m = Lanes16(k);
+      __m512 v;
+      if (w.dtype == DType::kBF16) {
+        v = Bf16x512::LoadPart(row + 2 * c, k, nullptr);
+      } else {
+        const __m128i raw = _mm_maskz_loadu_epi8(m, row + c);
+        v = _mm512_mul_ps(Fp8ToF32Scaled16(raw),
+                          _mm512_set1_ps(scales[c / kFp8BlockSize] * kFp8Unscale));
+        const __mmask16 nan =
+            _mm_cmpeq_epi8_mask(_mm_and_si128(raw, _mm_set1_epi8(0x7f)), _mm_set1_epi8(kFp8NanCode));
+        v = _mm512_mask_mov_ps(v, nan, _mm512_set1_ps(NAN));
+      }
+      _mm512_mask_storeu_ps(o + c, m, v);
+    }
+  }
+}
+
+// ---- AVX2 -----------------------------------------------------------------------------------
+
+EPINFER_TARGET_AVX2 inline float Sum8(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
 }
 
-// One weight row against G token rows. Columns in steps of 8; FP8 applies each 128-column
-// block's scale to that block's partial sums.
-template <int G>
-__attribute__((target("avx2,fma"))) void RowAvx2(const float* x, const LinearWeight& w, int64_t r,
-                                                 float* y, int64_t t0) {
-  const int es = DTypeSize(w.dtype);
-  const uint8_t* row = static_cast<const uint8_t*>(w.data) + r * w.cols * es;
-  const int64_t block = w.dtype == DType::kF8E4M3 ? kFp8BlockSize : w.cols;
+// 16 FP8 values × 2^-8 into two vectors of 8.
+EPINFER_TARGET_AVX2 inline void Fp8ToF32Scaled8x2(__m128i bytes, __m256* lo, __m256* hi) {
+  const __m256i h = _mm256_and_si256(_mm256_slli_epi16(_mm256_cvtepi8_epi16(bytes), 7),
+                                     _mm256_set1_epi16(static_cast<short>(0xBFFF)));
+  *lo = _mm256_cvtph_ps(_mm256_castsi256_si128(h));
+  *hi = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
+}
+
+// 16 elements per step into two vectors; FP8 as in the AVX-512 loaders.
+struct F32x256 {
+  static constexpr int kBytes = 4;
+  static constexpr bool kBlocked = false;
+  EPINFER_TARGET_AVX2 static void Load(const uint8_t* p, __m256* v, __m128i*) {
+    v[0] = _mm256_loadu_ps(reinterpret_cast<const float*>(p));
+    v[1] = _mm256_loadu_ps(reinterpret_cast<const float*>(p + 32));
+  }
+};
+
+struct Bf16x256 {
+  static constexpr int kBytes = 2;
+  static constexpr bool kBlocked = false;
+  EPINFER_TARGET_AVX2 static void Load(const uint8_t* p, __m256* v, __m128i*) {
+    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16));
+    v[0] = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(a), 16));
+    v[1] = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(b), 16));
+  }
+};
+
+struct Fp8x256 {
+  static constexpr int kBytes = 1;
+  static constexpr bool kBlocked = true;
+  EPINFER_TARGET_AVX2 static void Load(const uint8_t* p, __m256* v, __m128i* probe) {
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    *probe = _mm_max_epu8(*probe, _mm_and_si128(raw, _mm_set1_epi8(0x7f)));
+    Fp8ToF32Scaled8x2(raw, &v[0], &v[1]);
+  }
+};
+
+EPINFER_TARGET_AVX2 inline bool HasFp8Nan(__m128i probe) {
+  return _mm_movemask_epi8(_mm_cmpeq_epi8(probe, _mm_set1_epi8(kFp8NanCode))) != 0;
+}
+
+template <class L, int G>
+EPINFER_TARGET_AVX2 void RowAvx2(const float* x, int64_t cols, const LinearWeight& w, int64_t r,
+                                 float* y, int64_t ldy) {
+  const uint8_t* row = RowBytes(w, r);
+  const float* scales = L::kBlocked ? ScaleRow(w, r) : nullptr;
+  const int64_t block = L::kBlocked ? kFp8BlockSize : cols;
   __m256 total[G];
   for (int g = 0; g < G; ++g) total[g] = _mm256_setzero_ps();
-  for (int64_t b0 = 0; b0 < w.cols; b0 += block) {
-    const int64_t b1 = std::min(b0 + block, w.cols);
-    __m256 acc[G];
-    for (int g = 0; g < G; ++g) acc[g] = _mm256_setzero_ps();
+  __m128i probe = _mm_setzero_si128();
+  float tail_total[G] = {};
+  for (int64_t b0 = 0; b0 < cols; b0 += block) {
+    const int64_t b1 = std::min(b0 + block, cols);
+    __m256 acc[G][2];
+    for (int g = 0; g < G; ++g) acc[g][0] = acc[g][1] = _mm256_setzero_ps();
     int64_t c = b0;
-    for (; c + 8 <= b1; c += 8) {
-      __m256 wv = Load8(w, row + c * es);
+    for (; c + 16 <= b1; c += 16) {
+      const uint8_t* p = row + c * L::kBytes;
+      for (int line = 0; line < 16 * L::kBytes; line += 64) {
+        _mm_prefetch(reinterpret_cast<const char*>(p + line + kPrefetchBytes), _MM_HINT_T0);
+      }
+      __m256 wv[2];
+      L::Load(p, wv, &probe);
       for (int g = 0; g < G; ++g) {
-        acc[g] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + (t0 + g) * w.cols + c), acc[g]);
+        acc[g][0] = _mm256_fmadd_ps(wv[0], _mm256_loadu_ps(x + g * cols + c), acc[g][0]);
+        acc[g][1] = _mm256_fmadd_ps(wv[1], _mm256_loadu_ps(x + g * cols + c + 8), acc[g][1]);
       }
     }
+    // The block's last < 16 columns exactly, in the weight's own scale.
     float tail[G] = {};
     for (; c < b1; ++c) {
-      const float wc = RawWeight(w, r * w.cols + c);
-      for (int g = 0; g < G; ++g) tail[g] += wc * x[(t0 + g) * w.cols + c];
+      const float wc = RawWeight(w, r * cols + c);
+      for (int g = 0; g < G; ++g) tail[g] += wc * x[g * cols + c];
     }
-    const float scale = w.dtype == DType::kF8E4M3
-                            ? w.scale_inv[(r / kFp8BlockSize) * w.scale_cols() + b0 / kFp8BlockSize]
-                            : 1.0f;
+    const float scale = L::kBlocked ? scales[b0 / kFp8BlockSize] : 1.0f;
     for (int g = 0; g < G; ++g) {
-      acc[g] = _mm256_add_ps(acc[g], _mm256_setr_ps(tail[g], 0, 0, 0, 0, 0, 0, 0));
-      total[g] = _mm256_fmadd_ps(acc[g], _mm256_set1_ps(scale), total[g]);
+      const __m256 sum = _mm256_add_ps(acc[g][0], acc[g][1]);
+      total[g] = _mm256_fmadd_ps(sum, _mm256_set1_ps(L::kBlocked ? scale * kFp8Unscale : 1.0f),
+                                 total[g]);
+      tail_total[g] += tail[g] * scale;
     }
   }
-  for (int g = 0; g < G; ++g) y[(t0 + g) * w.rows + r] = Sum8(total[g]);
+  const bool nan = L::kBlocked && HasFp8Nan(probe);
+  for (int g = 0; g < G; ++g) y[g * ldy] = nan ? NAN : Sum8(total[g]) + tail_total[g];
 }
 
-// ---- AVX-512 --------------------------------------------------------------------------------
-
-__attribute__((target("avx512f,avx512bw"))) inline __m512 Load16(const LinearWeight& w,
-                                                                  const void* p) {
-  switch (w.dtype) {
-    case DType::kBF16: {
-      __m256i h = _mm256_loadu_si256(static_cast<const __m256i*>(p));
-      return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-    }
-    case DType::kF8E4M3: {
-      __m128i b = _mm_loadu_si128(static_cast<const __m128i*>(p));
-      __m512i v = _mm512_cvtepu8_epi32(b);
-      __m512i mag = _mm512_slli_epi32(_mm512_and_si512(v, _mm512_set1_epi32(0x7f)), 20);
-      __m512i sign = _mm512_slli_epi32(_mm512_and_si512(v, _mm512_set1_epi32(0x80)), 24);
-      __m512 f = _mm512_mul_ps(_mm512_castsi512_ps(mag), _mm512_set1_ps(0x1p120f));
-      return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(f), sign));
-    }
-    default:
-      return _mm512_loadu_ps(static_cast<const float*>(p));
+template <class L>
+EPINFER_TARGET_AVX2 void StreamRowsAvx2(const float* x, int64_t n, const LinearWeight& w,
+                                        float* y, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    int64_t t = 0;
+    for (; t + 4 <= n; t += 4) RowAvx2<L, 4>(x + t * w.cols, w.cols, w, r, y + t * w.rows + r, w.rows);
+    for (; t + 2 <= n; t += 2) RowAvx2<L, 2>(x + t * w.cols, w.cols, w, r, y + t * w.rows + r, w.rows);
+    for (; t < n; ++t) RowAvx2<L, 1>(x + t * w.cols, w.cols, w, r, y + t * w.rows + r, w.rows);
   }
 }
 
-template <int G>
-__attribute__((target("avx512f,avx512bw"))) void RowAvx512(const float* x, const LinearWeight& w,
-                                                           int64_t r, float* y, int64_t t0) {
-  const int es = DTypeSize(w.dtype);
-  const uint8_t* row = static_cast<const uint8_t*>(w.data) + r * w.cols * es;
-  const bool fp8 = w.dtype == DType::kF8E4M3;
-  const int64_t block = fp8 ? kFp8BlockSize : w.cols;
-  const float* scales = fp8 ? w.scale_inv + (r / kFp8BlockSize) * w.scale_cols() : nullptr;
-  __m512 total[G];
-  for (int g = 0; g < G; ++g) total[g] = _mm512_setzero_ps();
-  for (int64_t b0 = 0; b0 < w.cols; b0 += block) {
-    const int64_t b1 = std::min(b0 + block, w.cols);
-    __m512 acc[G];
-    __m512 acc2[G];
-    for (int g = 0; g < G; ++g) acc[g] = acc2[g] = _mm512_setzero_ps();
-    int64_t c = b0;
-    // Two accumulators per token hide the FMA latency when G is small.
-    for (; c + 32 <= b1; c += 32) {
-      __m512 w0 = Load16(w, row + c * es);
-      __m512 w1 = Load16(w, row + (c + 16) * es);
-      for (int g = 0; g < G; ++g) {
-        const float* xt = x + (t0 + g) * w.cols + c;
-        acc[g] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xt), acc[g]);
-        acc2[g] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xt + 16), acc2[g]);
+EPINFER_TARGET_AVX2 void DequantizeRowsAvx2(const LinearWeight& w, int64_t row_begin,
+                                            int64_t row_end, float* out) {
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const uint8_t* row = RowBytes(w, r);
+    float* o = out + (r - row_begin) * w.cols;
+    int64_t c = 0;
+    if (w.dtype == DType::kBF16) {
+      for (; c + 16 <= w.cols; c += 16) {
+        __m256 v[2];
+        Bf16x256::Load(row + 2 * c, v, nullptr);
+        _mm256_storeu_ps(o + c, v[0]);
+        _mm256_storeu_ps(o + c + 8, v[1]);
+      }
+    } else {
+      const float* scales = ScaleRow(w, r);
+      // 16 columns starting at a multiple of 16 lie inside one 128-column block.
+      for (; c + 16 <= w.cols; c += 16) {
+        const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + c));
+        __m256 v[2];
+        Fp8ToF32Scaled8x2(raw, &v[0], &v[1]);
+        const __m256 scale = _mm256_set1_ps(scales[c / kFp8BlockSize] * kFp8Unscale);
+        _mm256_storeu_ps(o + c, _mm256_mul_ps(v[0], scale));
+        _mm256_storeu_ps(o + c + 8, _mm256_mul_ps(v[1], scale));
+        if (HasFp8Nan(_mm_and_si128(raw, _mm_set1_epi8(0x7f)))) {
+          for (int i = 0; i < 16; ++i) {
+            if ((row[c + i] & 0x7f) == kFp8NanCode) o[c + i] = NAN;
+          }
+        }
       }
     }
-    for (; c + 16 <= b1; c += 16) {
-      __m512 w0 = Load16(w, row + c * es);
-      for (int g = 0; g < G; ++g) {
-        acc[g] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + (t0 + g) * w.cols + c), acc[g]);
-      }
-    }
-    if (c < b1) {
-      // Masked tail: load only the remaining columns.
-      const __mmask16 mask = static_cast<__mmask16>((1u << (b1 - c)) - 1);
-      __m512 w0;
-      if (w.dtype == DType::kF32) {
-        w0 = _mm512_maskz_loadu_ps(mask, reinterpret_cast<const float*>(row + c * es));
-      } else {
-        alignas(64) uint8_t buf[64] = {};
-        std::memcpy(buf, row + c * es, static_cast<size_t>((b1 - c) * es));
-        w0 = Load16(w, buf);
-      }
-      for (int g = 0; g < G; ++g) {
-        acc[g] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(mask, x + (t0 + g) * w.cols + c),
-                                 acc[g]);
-      }
-    }
-    const __m512 scale = _mm512_set1_ps(fp8 ? scales[b0 / kFp8BlockSize] : 1.0f);
-    for (int g = 0; g < G; ++g) {
-      total[g] = _mm512_fmadd_ps(_mm512_add_ps(acc[g], acc2[g]), scale, total[g]);
+    for (; c < w.cols; ++c) {
+      o[c] = RawWeight(w, r * w.cols + c);
+      if (w.dtype == DType::kF8E4M3) o[c] *= ScaleRow(w, r)[c / kFp8BlockSize];
     }
   }
-  for (int g = 0; g < G; ++g) y[(t0 + g) * w.rows + r] = _mm512_reduce_add_ps(total[g]);
 }
 
 // ---- drivers --------------------------------------------------------------------------------
 
-template <int G>
-void Row(Simd simd, const float* x, const LinearWeight& w, int64_t r, float* y, int64_t t0) {
-  if (simd == Simd::kAvx512) {
-    RowAvx512<G>(x, w, r, y, t0);
-  } else {
-    RowAvx2<G>(x, w, r, y, t0);
-  }
-}
-
 void StreamRows(const float* x, int64_t n, const LinearWeight& w, float* y, int64_t r0,
                 int64_t r1) {
   const Simd simd = ActiveSimd();
-  if (simd == Simd::kScalar || w.dtype == DType::kF16) {
-    RowsScalar(x, n, w, y, r0, r1);
-    return;
+  if (simd == Simd::kAvx512) {
+    switch (w.dtype) {
+      case DType::kF32:
+        return StreamRowsAvx512<F32x512>(x, n, w, y, r0, r1);
+      case DType::kBF16:
+        return StreamRowsAvx512<Bf16x512>(x, n, w, y, r0, r1);
+      case DType::kF8E4M3:
+        return StreamRowsAvx512<Fp8x512>(x, n, w, y, r0, r1);
+      default:
+        break;
+    }
+  } else if (simd == Simd::kAvx2) {
+    switch (w.dtype) {
+      case DType::kF32:
+        return StreamRowsAvx2<F32x256>(x, n, w, y, r0, r1);
+      case DType::kBF16:
+        return StreamRowsAvx2<Bf16x256>(x, n, w, y, r0, r1);
+      case DType::kF8E4M3:
+        return StreamRowsAvx2<Fp8x256>(x, n, w, y, r0, r1);
+      default:
+        break;
+    }
   }
-  for (int64_t r = r0; r < r1; ++r) {
-    int64_t t = 0;
-    for (; t + kGroup <= n; t += kGroup) Row<kGroup>(simd, x, w, r, y, t);
-    for (; t + 2 <= n; t += 2) Row<2>(simd, x, w, r, y, t);
-    for (; t < n; ++t) Row<1>(simd, x, w, r, y, t);
-  }
+  StreamRowsScalar(x, n, w, y, r0, r1);
 }
 
 void PanelGemm(const float* x, int64_t n, const LinearWeight& w, float* y, int64_t r0,
@@ -263,36 +531,20 @@ int g_threads = 0;
 
 int64_t LinearWeight::bytes() const {
   int64_t b = rows * cols * DTypeSize(dtype);
-  if (dtype == DType::kF8E4M3) b += ((rows + kFp8BlockSize - 1) / kFp8BlockSize) * scale_cols() * 4;
+  if (dtype == DType::kF8E4M3 && rows > 0) {
+    const int64_t scale_rows =
+        (first_row + rows - 1) / kFp8BlockSize - first_row / kFp8BlockSize + 1;
+    b += scale_rows * scale_cols() * static_cast<int64_t>(sizeof(float));
+  }
   return b;
 }
 
-const char* SimdLevel() {
-  switch (ActiveSimd()) {
-    case Simd::kAvx512:
-      return "avx512";
-    case Simd::kAvx2:
-      return "avx2";
-    case Simd::kScalar:
-      return "scalar";
-  }
-  return "?";
-}
-
-bool SetSimdLevel(const char* level) {
-  Simd wanted;
-  if (std::strcmp(level, "avx512") == 0) {
-    wanted = Simd::kAvx512;
-  } else if (std::strcmp(level, "avx2") == 0) {
-    wanted = Simd::kAvx2;
-  } else if (std::strcmp(level, "scalar") == 0) {
-    wanted = Simd::kScalar;
-  } else {
-    return false;
-  }
-  if (static_cast<int>(wanted) > static_cast<int>(g_detected)) return false;
-  g_simd = wanted;
-  return true;
+LinearWeight LinearWeight::Rows(int64_t begin, int64_t end) const {
+  LinearWeight view = *this;
+  view.rows = end - begin;
+  view.data = static_cast<const uint8_t*>(data) + begin * cols * DTypeSize(dtype);
+  view.first_row = first_row + begin;
+  return view;
 }
 
 void SetKernelThreads(int threads) {
@@ -308,32 +560,18 @@ int KernelThreads() {
 
 void DequantizeRows(const LinearWeight& w, int64_t row_begin, int64_t row_end, float* out) {
   const int64_t count = (row_end - row_begin) * w.cols;
-  const int64_t base = row_begin * w.cols;
   switch (w.dtype) {
     case DType::kF32:
-      std::memcpy(out, static_cast<const float*>(w.data) + base, count * sizeof(float));
+      std::memcpy(out, static_cast<const float*>(w.data) + row_begin * w.cols,
+                  count * sizeof(float));
       return;
-    case DType::kBF16: {
-      const uint16_t* p = static_cast<const uint16_t*>(w.data) + base;
-      for (int64_t i = 0; i < count; ++i) out[i] = Bf16ToF32(p[i]);
-      return;
-    }
-    case DType::kF16: {
-      const uint16_t* p = static_cast<const uint16_t*>(w.data) + base;
-      for (int64_t i = 0; i < count; ++i) out[i] = F16ToF32(p[i]);
-      return;
-    }
-    case DType::kF8E4M3: {
-      const uint8_t* p = static_cast<const uint8_t*>(w.data);
-      for (int64_t r = row_begin; r < row_end; ++r) {
-        const float* scales = w.scale_inv + (r / kFp8BlockSize) * w.scale_cols();
-        float* o = out + (r - row_begin) * w.cols;
-        for (int64_t c = 0; c < w.cols; ++c) {
-          o[c] = F8E4M3ToF32(p[r * w.cols + c]) * scales[c / kFp8BlockSize];
-        }
-      }
-      return;
-    }
+    case DType::kBF16:
+    case DType::kF8E4M3:
+      if (ActiveSimd() == Simd::kAvx512) return DequantizeRowsAvx512(w, row_begin, row_end, out);
+      if (ActiveSimd() == Simd::kAvx2) return DequantizeRowsAvx2(w, row_begin, row_end, out);
+      return DequantizeRowsScalar(w, row_begin, row_end, out);
+    case DType::kF16:
+      return DequantizeRowsScalar(w, row_begin, row_end, out);
     default:
       std::memset(out, 0, count * sizeof(float));
   }
@@ -341,25 +579,106 @@ void DequantizeRows(const LinearWeight& w, int64_t row_begin, int64_t row_end, f
 
 void MatMul(const float* x, int64_t n, const LinearWeight& w, float* y) {
   if (n <= 0 || w.rows <= 0) return;
-  const int threads = KernelThreads();
-  // Small matrices are not worth waking threads for.
-  const bool parallel = threads > 1 && w.rows * w.cols * std::max<int64_t>(n, 1) >= (1 << 15);
+  const bool parallel = KernelThreads() > 1 && !omp_in_parallel() &&
+                        w.rows * w.cols * n >= kParallelMinWork;
   if (n <= kStreamMaxTokens) {
-    const int64_t chunk = 16;
 #pragma omp parallel for schedule(static) if (parallel)
-    for (int64_t r0 = 0; r0 < w.rows; r0 += chunk) {
-      StreamRows(x, n, w, y, r0, std::min(r0 + chunk, w.rows));
+    for (int64_t r0 = 0; r0 < w.rows; r0 += kStreamChunkRows) {
+      StreamRows(x, n, w, y, r0, std::min(r0 + kStreamChunkRows, w.rows));
     }
     return;
   }
 #pragma omp parallel if (parallel)
   {
-    std::vector<float> panel;
+    thread_local std::vector<float> panel;
 #pragma omp for schedule(dynamic)
     for (int64_t r0 = 0; r0 < w.rows; r0 += kPanelRows) {
       PanelGemm(x, n, w, y, r0, std::min(r0 + kPanelRows, w.rows), panel);
     }
   }
+}
+
+void MatMulBatch(std::span<const MatMulJob> jobs) {
+  // Decode-sized jobs as 16-row chunks in job order, weighted by the bytes they stream.
+  struct Chunk {
+    const MatMulJob* job;
+    int64_t r0, r1;
+  };
+  std::vector<Chunk> chunks;
+  std::vector<int64_t> ends;  // cumulative bytes at each chunk's end
+  int64_t total = 0;
+  for (const MatMulJob& job : jobs) {
+    if (job.n <= 0 || job.w->rows <= 0) continue;
+    if (job.n > kStreamMaxTokens) {
+      MatMul(job.x, job.n, *job.w, job.y);
+      continue;
+    }
+    const int64_t row_bytes = job.w->cols * DTypeSize(job.w->dtype) * (1 + (job.n - 1) / 4);
+    for (int64_t r0 = 0; r0 < job.w->rows; r0 += kStreamChunkRows) {
+      const int64_t r1 = std::min(r0 + kStreamChunkRows, job.w->rows);
+      chunks.push_back({&job, r0, r1});
+      total += (r1 - r0) * row_bytes;
+      ends.push_back(total);
+    }
+  }
+  if (chunks.empty()) return;
+  const int threads = KernelThreads();
+  const bool parallel = threads > 1 && !omp_in_parallel() && total >= kParallelMinWork;
+#pragma omp parallel if (parallel)
+  {
+    // Thread i takes the chunks ending in (i, i + 1] × total / threads: contiguous bytes, which
+    // the hardware and software prefetchers stream best.
+    const int64_t count = omp_get_num_threads(), me = omp_get_thread_num();
+    const int64_t lo = total * me / count, hi = total * (me + 1) / count;
+    auto first = std::upper_bound(ends.begin(), ends.end(), lo);
+    for (size_t i = static_cast<size_t>(first - ends.begin()); i < chunks.size() && ends[i] <= hi;
+         ++i) {
+      const MatMulJob& job = *chunks[i].job;
+      StreamRows(job.x, job.n, *job.w, job.y, chunks[i].r0, chunks[i].r1);
+    }
+  }
+}
+
+void GemmF32(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+             const float* b, int64_t ldb, bool b_transposed, float* c, int64_t ldc) {
+  if (m <= 0 || n <= 0) return;
+  KernelThreads();  // OpenBLAS single-threaded
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, b_transposed ? CblasTrans : CblasNoTrans,
+              static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), alpha, a,
+              static_cast<int>(lda), b, static_cast<int>(ldb), 0.0f, c, static_cast<int>(ldc));
+}
+
+void MatMulTransposed(const float* x, int64_t n, const LinearWeight& w, float* y) {
+  if (n <= 0 || w.cols <= 0) return;
+  if (ActiveSimd() == Simd::kAvx512) {
+    switch (w.dtype) {
+      case DType::kF32:
+        return TransposedAvx512<F32x512>(x, n, w, y);
+      case DType::kBF16:
+        return TransposedAvx512<Bf16x512>(x, n, w, y);
+      case DType::kF8E4M3:
+        return TransposedAvx512<Fp8x512>(x, n, w, y);
+      default:
+        break;
+    }
+  }
+  // AVX2 and scalar: the weight is small (one head's slice), so a row at a time through the
+  // vectorised dequantizer and the compiler's loop suffices.
+  if (ActiveSimd() == Simd::kAvx2 && w.dtype != DType::kF16) {
+    std::fill(y, y + n * w.cols, 0.0f);
+    thread_local std::vector<float> row;
+    row.resize(static_cast<size_t>(w.cols));
+    for (int64_t k = 0; k < w.rows; ++k) {
+      DequantizeRows(w, k, k + 1, row.data());
+      for (int64_t t = 0; t < n; ++t) {
+        const float xk = x[t * w.rows + k];
+        float* yt = y + t * w.cols;
+        for (int64_t c = 0; c < w.cols; ++c) yt[c] += xk * row[c];
+      }
+    }
+    return;
+  }
+  TransposedScalar(x, n, w, y);
 }
 
 }  // namespace epinfer

@@ -2,8 +2,10 @@
 #define EPINFER_WORKER_KERNELS_LINEAR_H_
 
 #include <cstdint>
+#include <span>
 
 #include "worker/kernels/dtype.h"
+#include "worker/kernels/simd.h"
 
 namespace epinfer {
 
@@ -15,19 +17,50 @@ struct LinearWeight {
   int64_t rows = 0;
   int64_t cols = 0;
   const void* data = nullptr;
-  // F8_E4M3 only: fp32 [ceil(rows/128), ceil(cols/128)]; W = fp8(W) × scale_inv[r/128][c/128].
+  // F8_E4M3 only: fp32 [ceil(tensor rows/128), ceil(cols/128)] of the whole checkpoint tensor;
+  // W = fp8(W) × scale_inv[(first_row + r)/128][c/128].
   const float* scale_inv = nullptr;
+  // The checkpoint row that row 0 of `data` is: 0 for a whole tensor, the start of a Rows() view.
+  int64_t first_row = 0;
   Device device = Device::kHost;
 
   int64_t scale_cols() const { return (cols + kFp8BlockSize - 1) / kFp8BlockSize; }
-  // Bytes a full pass over the weight reads (the decode bandwidth cost).
+  // Bytes a full pass over the weight reads (the decode bandwidth cost), FP8 scales included.
   int64_t bytes() const;
+  // Rows [begin, end) as a weight of its own (absorbed MLA reads one head's slice of kv_b_proj);
+  // FP8 views keep addressing the right scale rows.
+  LinearWeight Rows(int64_t begin, int64_t end) const;
 };
 
 // y[n, w.rows] = x[n, w.cols] · Wᵀ, fp32 activations and accumulation. Small n (decode) streams
-// the weight once with SIMD conversion (AVX-512 / AVX2 / scalar, chosen at run time); large n
-// (prefill) dequantizes row panels and multiplies with OpenBLAS sgemm. Parallel over rows.
+// the weight once per group of tokens with SIMD conversion (AVX-512 / AVX2 / scalar, chosen at
+// run time); large n (prefill) dequantizes row panels and multiplies with OpenBLAS sgemm.
+// Parallel over rows on KernelThreads(); serial when called inside a parallel region.
 void MatMul(const float* x, int64_t n, const LinearWeight& w, float* y);
+
+// One product of a MatMulBatch: y[n, w->rows] = x[n, w->cols] · Wᵀ.
+struct MatMulJob {
+  const float* x = nullptr;
+  int64_t n = 0;
+  const LinearWeight* w = nullptr;
+  float* y = nullptr;
+};
+
+// Independent products in one parallel region: for decode-sized n each thread streams a
+// contiguous share of all the jobs' weight bytes, so small products (MoE experts, q_a beside
+// kv_a, gate beside up) cost one fork/join together instead of one each. Jobs with n above the
+// streaming limit run one after another as MatMul.
+void MatMulBatch(std::span<const MatMulJob> jobs);
+
+// y[n, w.cols] = x[n, w.rows] · W, the product with the weight untransposed (absorbed MLA's
+// q_nope · W_UK). Reads W once for every group of up to four tokens; single-threaded.
+void MatMulTransposed(const float* x, int64_t n, const LinearWeight& w, float* y);
+
+// C[m, n] = alpha · A[m, k] · op(B), all fp32 row-major with leading dimensions; op(B) = Bᵀ for
+// B [n, k] when b_transposed, else B [k, n]. OpenBLAS sgemm on the calling thread (attention's
+// per-head score and value products).
+void GemmF32(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+             const float* b, int64_t ldb, bool b_transposed, float* c, int64_t ldc);
 
 // Rows [row_begin, row_end) of W as fp32, row-major, into out[(row_end-row_begin) * cols].
 void DequantizeRows(const LinearWeight& w, int64_t row_begin, int64_t row_end, float* out);
@@ -35,13 +68,6 @@ void DequantizeRows(const LinearWeight& w, int64_t row_begin, int64_t row_end, f
 // Threads the kernels use (OpenMP); 0 = all cores. OpenBLAS runs single-threaded inside them.
 void SetKernelThreads(int threads);
 int KernelThreads();
-
-// The SIMD level chosen at run time: "avx512", "avx2" or "scalar". EPINFER_SIMD=avx2|scalar
-// in the environment caps it (tests run every path on one machine).
-const char* SimdLevel();
-// Selects a SIMD level at or below what the CPU supports; false if it cannot (tests run every
-// path on one machine).
-bool SetSimdLevel(const char* level);
 
 }  // namespace epinfer
 

@@ -6,62 +6,15 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "worker/kernels/random_weight.h"
 
 namespace epinfer {
 namespace {
 
-struct Stored {
-  LinearWeight w;
-  std::vector<uint8_t> bytes;
-  std::vector<float> scales;
-  std::vector<double> dense;  // the exact values W holds, for the reference product
-};
+using Stored = RandomWeight;
 
-// A random weight in `dtype`; `dense` holds exactly the values the encoding represents, decoded
-// with the scalar format conversions (tested in dtype_test against the format definitions).
 Stored MakeWeight(DType dtype, int64_t rows, int64_t cols, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  Stored s;
-  s.w.dtype = dtype;
-  s.w.rows = rows;
-  s.w.cols = cols;
-  s.bytes.resize(static_cast<size_t>(rows * cols * DTypeSize(dtype)));
-  s.dense.resize(static_cast<size_t>(rows * cols));
-  const int64_t sr = (rows + 127) / 128, sc = (cols + 127) / 128;
-  if (dtype == DType::kF8E4M3) {
-    s.scales.resize(static_cast<size_t>(sr * sc));
-    for (float& v : s.scales) v = std::ldexp(1.0f, static_cast<int>(rng() % 5) - 8);
-  }
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t c = 0; c < cols; ++c) {
-      const int64_t i = r * cols + c;
-      const float v = normal(rng);
-      switch (dtype) {
-        case DType::kF32:
-          std::memcpy(&s.bytes[i * 4], &v, 4);
-          s.dense[i] = v;
-          break;
-        case DType::kBF16: {
-          uint16_t b = F32ToBf16(v);
-          std::memcpy(&s.bytes[i * 2], &b, 2);
-          s.dense[i] = Bf16ToF32(b);
-          break;
-        }
-        case DType::kF8E4M3: {
-          uint8_t q = F32ToF8E4M3(v * 16);
-          s.bytes[i] = q;
-          s.dense[i] = static_cast<double>(F8E4M3ToF32(q)) * s.scales[(r / 128) * sc + c / 128];
-          break;
-        }
-        default:
-          break;
-      }
-    }
-  }
-  s.w.data = s.bytes.data();
-  s.w.scale_inv = s.scales.empty() ? nullptr : s.scales.data();
-  return s;
+  return MakeRandomWeight(dtype, rows, cols, seed);
 }
 
 struct Case {
@@ -101,8 +54,10 @@ std::vector<Case> Cases() {
   for (const char* simd : {"scalar", "avx2", "avx512"}) {
     for (DType dtype : {DType::kF32, DType::kBF16, DType::kF8E4M3}) {
       // Decode-sized (streamed, with odd tails and partial FP8 blocks) and prefill-sized (sgemm).
-      for (int64_t n : {1, 3, 5, 40}) cases.push_back({simd, dtype, n, 200, 300});
+      for (int64_t n : {1, 3, 5, 16, 17, 40}) cases.push_back({simd, dtype, n, 200, 300});
       cases.push_back({simd, dtype, 2, 17, 7});
+      // Several whole FP8 blocks per row, then a partial one; 8 = two full token groups.
+      for (int64_t n : {1, 8}) cases.push_back({simd, dtype, n, 130, 1000});
     }
   }
   return cases;
@@ -122,6 +77,153 @@ TEST(DequantizeRowsTest, AppliesFp8BlockScalesPerBlock) {
   DequantizeRows(s.w, 127, 130, out.data());
   for (int64_t i = 0; i < 3 * 260; ++i) {
     EXPECT_EQ(out[i], static_cast<float>(s.dense[127 * 260 + i])) << i;
+  }
+}
+
+// y = x · W with x [n, w.rows]: the double-precision reference of the untransposed product.
+std::vector<double> TransposedReference(const Stored& s, const std::vector<float>& x, int64_t n) {
+  std::vector<double> want(static_cast<size_t>(n * s.w.cols), 0.0);
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t k = 0; k < s.w.rows; ++k) {
+      for (int64_t c = 0; c < s.w.cols; ++c) {
+        want[t * s.w.cols + c] += s.dense[k * s.w.cols + c] * x[t * s.w.rows + k];
+      }
+    }
+  }
+  return want;
+}
+
+std::vector<float> RandomVector(int64_t count, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> v(static_cast<size_t>(count));
+  for (float& f : v) f = normal(rng);
+  return v;
+}
+
+class SimdTest : public ::testing::TestWithParam<const char*> {
+ protected:
+  void SetUp() override {
+    if (!SetSimdLevel(GetParam())) GTEST_SKIP() << "this CPU lacks " << GetParam();
+  }
+  void TearDown() override { SetSimdLevel("avx512") || SetSimdLevel("avx2"); }
+};
+
+TEST_P(SimdTest, TransposedProductMatchesTheDoublePrecisionReference) {
+  for (DType dtype : {DType::kF32, DType::kBF16, DType::kF8E4M3}) {
+    // 70 × 200: partial 64-column chunks and partial FP8 blocks in both directions.
+    Stored s = MakeWeight(dtype, 70, 200, 5);
+    for (int64_t n : {1, 4, 6}) {
+      const std::vector<float> x = RandomVector(n * s.w.rows, 9);
+      std::vector<float> y(static_cast<size_t>(n * s.w.cols), NAN);
+      MatMulTransposed(x.data(), n, s.w, y.data());
+      const std::vector<double> want = TransposedReference(s, x, n);
+      for (size_t i = 0; i < y.size(); ++i) {
+        ASSERT_NEAR(y[i], want[i], 1e-5 * (std::fabs(want[i]) + 10)) << DTypeName(dtype) << " " << i;
+      }
+    }
+  }
+}
+
+TEST_P(SimdTest, RowViewsOfFp8WeightsUseTheirOwnScaleRows) {
+  // Rows [100, 227) straddle the scale-block boundary at row 128.
+  Stored s = MakeWeight(DType::kF8E4M3, 300, 260, 13);
+  const LinearWeight view = s.w.Rows(100, 227);
+  EXPECT_EQ(view.rows, 127);
+  EXPECT_EQ(view.first_row, 100);
+  EXPECT_EQ(view.bytes(), 127 * 260 + 2 * 3 * 4);  // two scale rows of three blocks
+  const int64_t n = 3;
+  const std::vector<float> x = RandomVector(n * 260, 1);
+  std::vector<float> y(static_cast<size_t>(n * view.rows));
+  MatMul(x.data(), n, view, y.data());
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t r = 0; r < view.rows; ++r) {
+      double want = 0;
+      for (int64_t c = 0; c < 260; ++c) want += s.dense[(100 + r) * 260 + c] * x[t * 260 + c];
+      ASSERT_NEAR(y[t * view.rows + r], want, 1e-5 * (std::fabs(want) + 10)) << r;
+    }
+  }
+  const std::vector<float> xt = RandomVector(2 * view.rows, 2);
+  std::vector<float> yt(static_cast<size_t>(2 * 260));
+  MatMulTransposed(xt.data(), 2, view, yt.data());
+  for (int64_t t = 0; t < 2; ++t) {
+    for (int64_t c = 0; c < 260; ++c) {
+      double want = 0;
+      for (int64_t r = 0; r < view.rows; ++r) {
+        want += s.dense[(100 + r) * 260 + c] * xt[t * view.rows + r];
+      }
+      ASSERT_NEAR(yt[t * 260 + c], want, 1e-5 * (std::fabs(want) + 10)) << c;
+    }
+  }
+}
+
+TEST_P(SimdTest, BatchedProductsEqualTheirReferences) {
+  Stored a = MakeWeight(DType::kBF16, 200, 300, 21);
+  Stored b = MakeWeight(DType::kF8E4M3, 45, 300, 22);
+  Stored c = MakeWeight(DType::kF32, 33, 70, 23);
+  const std::vector<float> xa = RandomVector(2 * 300, 3), xb = RandomVector(5 * 300, 4),
+                           xc = RandomVector(20 * 70, 5);
+  std::vector<float> ya(2 * 200), yb(5 * 45), yc(20 * 33);
+  // The third job has more tokens than the streaming path takes: it runs as its own MatMul.
+  const MatMulJob jobs[] = {{xa.data(), 2, &a.w, ya.data()},
+                            {xb.data(), 5, &b.w, yb.data()},
+                            {xc.data(), 20, &c.w, yc.data()}};
+  MatMulBatch(jobs);
+  auto check = [](const Stored& s, const std::vector<float>& x, int64_t n,
+                  const std::vector<float>& y) {
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t r = 0; r < s.w.rows; ++r) {
+        double want = 0;
+        for (int64_t k = 0; k < s.w.cols; ++k) want += s.dense[r * s.w.cols + k] * x[t * s.w.cols + k];
+        ASSERT_NEAR(y[t * s.w.rows + r], want, 1e-5 * (std::fabs(want) + 10)) << r;
+      }
+    }
+  };
+  check(a, xa, 2, ya);
+  check(b, xb, 5, yb);
+  check(c, xc, 20, yc);
+}
+
+TEST_P(SimdTest, Fp8NanCodesPoisonExactlyTheOutputsTheyFeed) {
+  Stored s = MakeWeight(DType::kF8E4M3, 40, 300, 31);
+  s.bytes[7 * 300 + 211] = 0x7f;  // +NaN in row 7, column 211
+  s.bytes[30 * 300 + 5] = 0xff;   // -NaN in row 30, column 5
+  for (int64_t n : {1, 2, 20}) {
+    std::vector<float> xn = RandomVector(n * 300, 6), yn(static_cast<size_t>(n * 40));
+    MatMul(xn.data(), n, s.w, yn.data());
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t r = 0; r < 40; ++r) {
+        EXPECT_EQ(std::isnan(yn[t * 40 + r]), r == 7 || r == 30) << "n " << n << " row " << r;
+      }
+    }
+  }
+  std::vector<float> row(300);
+  DequantizeRows(s.w, 7, 8, row.data());
+  for (int64_t c = 0; c < 300; ++c) EXPECT_EQ(std::isnan(row[c]), c == 211) << c;
+  const std::vector<float> xt = RandomVector(40, 8);
+  std::vector<float> yt(300);
+  MatMulTransposed(xt.data(), 1, s.w, yt.data());
+  for (int64_t c = 0; c < 300; ++c) EXPECT_EQ(std::isnan(yt[c]), c == 211 || c == 5) << c;
+}
+
+INSTANTIATE_TEST_SUITE_P(AllPaths, SimdTest, ::testing::Values("scalar", "avx2", "avx512"));
+
+TEST(GemmF32Test, StridedProductsMatchTheDoublePrecisionReference) {
+  // A [5, 7] inside rows of 9; B [6, 7] (transposed) or [7, 6] inside rows of 8; C inside rows of 10.
+  const std::vector<float> a = RandomVector(5 * 9, 1), b = RandomVector(7 * 8, 2);
+  for (bool transposed : {true, false}) {
+    std::vector<float> c(5 * 10, -1.0f);
+    GemmF32(5, 6, 7, 0.5f, a.data(), 9, b.data(), 8, transposed, c.data(), 10);
+    for (int64_t i = 0; i < 5; ++i) {
+      for (int64_t j = 0; j < 6; ++j) {
+        double want = 0;
+        for (int64_t k = 0; k < 7; ++k) {
+          want += static_cast<double>(a[i * 9 + k]) * (transposed ? b[j * 8 + k] : b[k * 8 + j]);
+        }
+        EXPECT_NEAR(c[i * 10 + j], 0.5 * want, 1e-5) << i << "," << j;
+      }
+      EXPECT_EQ(c[i * 10 + 6], -1.0f);  // outside the product: untouched
+    }
   }
 }
 

@@ -112,8 +112,6 @@ absl::StatusOr<ModelWeights> LoadWeights(const Checkpoint& checkpoint, const Mod
     ASSIGN_OR_RETURN(w.kv_b_proj,
                      read.Linear(name("self_attn.kv_b_proj"),
                                  heads * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank));
-    w.kv_b_f32.resize(static_cast<size_t>(w.kv_b_proj.rows * w.kv_b_proj.cols));
-    DequantizeRows(w.kv_b_proj, 0, w.kv_b_proj.rows, w.kv_b_f32.data());
     ASSIGN_OR_RETURN(w.o_proj,
                      read.Linear(name("self_attn.o_proj"), hidden, heads * c.v_head_dim));
     if (!c.is_moe_layer(l)) {

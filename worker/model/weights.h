@@ -33,10 +33,9 @@ struct LayerWeights {
   LinearWeight q_proj;                // [num_attention_heads * qk_head_dim, hidden_size]
   LinearWeight kv_a_proj_with_mqa;    // [kv_lora_rank + qk_rope_head_dim, hidden_size]
   std::vector<float> kv_a_layernorm;  // f32 [kv_lora_rank]
-  LinearWeight kv_b_proj;             // [num_attention_heads * (qk_nope_head_dim + v_head_dim), kv_lora_rank]
-  // kv_b_proj dequantized: the absorbed attention reads per-head slices of it (as model.py
-  // dequantizes wkv_b for its "absorb" path).
-  std::vector<float> kv_b_f32;
+  // [num_attention_heads * (qk_nope_head_dim + v_head_dim), kv_lora_rank]; the absorbed
+  // attention reads per-head row slices of it (LinearWeight::Rows) in the stored dtype.
+  LinearWeight kv_b_proj;
   LinearWeight o_proj;                // [hidden_size, num_attention_heads * v_head_dim]
 
   // Dense layers (layer < first_k_dense_replace).

@@ -1,0 +1,120 @@
+#include "worker/kernels/ops.h"
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "worker/kernels/simd.h"
+
+namespace epinfer {
+namespace {
+
+std::vector<float> RandomVector(int64_t count, uint32_t seed, float stddev = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, stddev);
+  std::vector<float> v(static_cast<size_t>(count));
+  for (float& f : v) f = normal(rng);
+  return v;
+}
+
+// Every vector path against double-precision formulas, at lengths around the vector widths.
+class OpsTest : public ::testing::TestWithParam<const char*> {
+ protected:
+  void SetUp() override {
+    if (!SetSimdLevel(GetParam())) GTEST_SKIP() << "this CPU lacks " << GetParam();
+  }
+  void TearDown() override { SetSimdLevel("avx512") || SetSimdLevel("avx2"); }
+};
+
+constexpr int64_t kLengths[] = {1, 7, 8, 15, 16, 17, 33, 100, 1027};
+
+TEST_P(OpsTest, DotAndAxpyMatchDoublePrecision) {
+  for (int64_t n : kLengths) {
+    const std::vector<float> a = RandomVector(n, 1), b = RandomVector(n, 2);
+    double want = 0, magnitude = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      want += static_cast<double>(a[i]) * b[i];
+      magnitude += std::fabs(static_cast<double>(a[i]) * b[i]);
+    }
+    EXPECT_NEAR(Dot(a.data(), b.data(), n), want, 1e-6 * magnitude) << n;
+    std::vector<float> y = b;
+    Axpy(-1.5f, a.data(), n, y.data());
+    for (int64_t i = 0; i < n; ++i) {
+      ASSERT_NEAR(y[i], b[i] - 1.5 * a[i], 1e-6 * (std::fabs(b[i]) + std::fabs(a[i]))) << n;
+    }
+  }
+}
+
+TEST_P(OpsTest, RmsNormMatchesDoublePrecisionInPlaceToo) {
+  for (int64_t dim : kLengths) {
+    const std::vector<float> x = RandomVector(2 * dim, 3, 4.0f), weight = RandomVector(dim, 4);
+    std::vector<float> out(x.size());
+    RmsNorm(x.data(), 2, dim, weight.data(), 1e-6f, out.data());
+    std::vector<float> in_place = x;
+    RmsNorm(in_place.data(), 2, dim, weight.data(), 1e-6f, in_place.data());
+    for (int64_t t = 0; t < 2; ++t) {
+      double sum = 0;
+      for (int64_t i = 0; i < dim; ++i) sum += static_cast<double>(x[t * dim + i]) * x[t * dim + i];
+      const double inv = 1.0 / std::sqrt(sum / dim + 1e-6);
+      for (int64_t i = 0; i < dim; ++i) {
+        const double want = x[t * dim + i] * inv * weight[i];
+        ASSERT_NEAR(out[t * dim + i], want, 1e-6 * (std::fabs(want) + 1e-3)) << dim << " " << i;
+        ASSERT_EQ(in_place[t * dim + i], out[t * dim + i]);
+      }
+    }
+  }
+}
+
+TEST_P(OpsTest, SiluMulMatchesDoublePrecisionOverTheActivationRange) {
+  for (int64_t n : kLengths) {
+    std::vector<float> gate = RandomVector(n, 5, 6.0f);
+    if (n > 3) gate[0] = -100.0f, gate[1] = 95.0f, gate[2] = 0.0f;  // beyond exp's range
+    const std::vector<float> up = RandomVector(n, 6);
+    std::vector<float> out(static_cast<size_t>(n));
+    SiluMul(gate.data(), up.data(), n, out.data());
+    for (int64_t i = 0; i < n; ++i) {
+      const double g = gate[i];
+      const double want = g / (1.0 + std::exp(-g)) * up[i];
+      ASSERT_NEAR(out[i], want, 2e-6 * std::fabs(want) + 1e-30) << "gate " << g;
+    }
+  }
+}
+
+TEST_P(OpsTest, SoftmaxMatchesDoublePrecisionAndSumsToOne) {
+  for (int64_t n : kLengths) {
+    const std::vector<float> x = RandomVector(n, 7, 10.0f);
+    std::vector<float> p = x;
+    Softmax(p.data(), n);
+    double max = x[0];
+    for (float v : x) max = std::max<double>(max, v);
+    double sum = 0;
+    for (float v : x) sum += std::exp(v - max);
+    double total = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const double want = std::exp(x[i] - max) / sum;
+      // x - max is rounded to float before exp: half an ulp of the argument is relative error.
+      const double tolerance = want * (2e-6 + 6e-8 * std::fabs(x[i] - max)) + 1e-37;
+      ASSERT_NEAR(p[i], want, tolerance) << n << " " << i;
+      total += p[i];
+    }
+    EXPECT_NEAR(total, 1.0, 1e-5);
+  }
+}
+
+TEST_P(OpsTest, NanPropagatesThroughSoftmaxAndSilu) {
+  std::vector<float> x = {1.0f, NAN, 2.0f, 3.0f, 0.5f, 1.0f, 1.0f, 1.0f, 1.0f,
+                          1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f};
+  std::vector<float> p = x;
+  Softmax(p.data(), static_cast<int64_t>(p.size()));
+  EXPECT_TRUE(std::isnan(p[1]));
+  std::vector<float> out(x.size());
+  SiluMul(x.data(), x.data(), static_cast<int64_t>(x.size()), out.data());
+  EXPECT_TRUE(std::isnan(out[1]));
+  EXPECT_FALSE(std::isnan(out[0]));
+}
+
+INSTANTIATE_TEST_SUITE_P(AllPaths, OpsTest, ::testing::Values("scalar", "avx2", "avx512"));
+
+}  // namespace
+}  // namespace epinfer

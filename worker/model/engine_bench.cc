@@ -1,0 +1,452 @@
+// Engine throughput on the `small` preset against the limits of the machine it runs on:
+// prefill of a 512-token prompt and decode at batch 1/8/32, 1 and 2 threads, BF16 and FP8
+// weights; in the same run the read memory bandwidth (the bound for batch-1 decode) and the
+// OpenBLAS sgemm peak (the bound for prefill). Prints a markdown table.
+//
+//   bazel run --config=bench //worker/model:engine_bench
+//
+// A benchmark, not a test: it asserts nothing about time.
+
+#include <cblas.h>
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "common/status_macros.h"
+#include "worker/comm/communicator.h"
+#include "worker/kernels/linear.h"
+#include "worker/model/make_model.h"
+#include "worker/model/model.h"
+
+ABSL_FLAG(std::string, cache_dir, "/tmp/epinfer-bench",
+          "Where the `small` checkpoints live (small-bf16, small-fp8); made when missing.");
+ABSL_FLAG(std::string, dtypes, "bf16,fp8", "Weight dtypes to run: bf16, fp8, f32.");
+ABSL_FLAG(std::string, threads, "1,2", "Thread counts to run.");
+ABSL_FLAG(std::string, batches, "1,8,32", "Decode batch sizes (sequences per step).");
+ABSL_FLAG(int64_t, prefill_tokens, 512, "Prompt length of the prefill measurement.");
+ABSL_FLAG(int64_t, decode_context, 32, "Tokens prefilled per sequence before decoding.");
+ABSL_FLAG(double, min_seconds, 1.0, "Each decode measurement runs at least this long.");
+ABSL_FLAG(int, repeats, 2, "Prefill repetitions (the best counts).");
+
+namespace epinfer {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point since) {
+  return std::chrono::duration<double>(Clock::now() - since).count();
+}
+
+// ---- machine limits ---------------------------------------------------------------------------
+
+__attribute__((target("avx512f"))) float SumAvx512(const float* p, int64_t n) {
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  for (int64_t i = 0; i + 64 <= n; i += 64) {
+    a0 = _mm512_add_ps(a0, _mm512_load_ps(p + i));
+    a1 = _mm512_add_ps(a1, _mm512_load_ps(p + i + 16));
+    a2 = _mm512_add_ps(a2, _mm512_load_ps(p + i + 32));
+    a3 = _mm512_add_ps(a3, _mm512_load_ps(p + i + 48));
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+}
+
+__attribute__((target("avx2"))) float SumAvx2(const float* p, int64_t n) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  for (int64_t i = 0; i + 32 <= n; i += 32) {
+    a0 = _mm256_add_ps(a0, _mm256_load_ps(p + i));
+    a1 = _mm256_add_ps(a1, _mm256_load_ps(p + i + 8));
+    a2 = _mm256_add_ps(a2, _mm256_load_ps(p + i + 16));
+    a3 = _mm256_add_ps(a3, _mm256_load_ps(p + i + 24));
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+  float s = 0;
+  for (float v : lanes) s += v;
+  return s;
+}
+
+float SumScalar(const float* p, int64_t n) {
+  float s = 0;
+  for (int64_t i = 0; i < n; ++i) s += p[i];
+  return s;
+}
+
+// STREAM-like read bandwidth: each thread sums its part of a buffer 20× the L3 size with the
+// widest SIMD the CPU has; best of 5 passes, bytes/second.
+double ReadBandwidth(int threads) {
+  constexpr int64_t kBytes = int64_t{1} << 30;
+  const int64_t n = kBytes / sizeof(float);
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
+  static std::unique_ptr<float, Free> buffer;
+  if (!buffer) {
+    buffer.reset(static_cast<float*>(std::aligned_alloc(64, kBytes)));
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) buffer.get()[i] = 1.0f;
+  }
+  const std::string simd = SimdLevel();
+  auto sum = simd == "avx512" ? SumAvx512 : simd == "avx2" ? SumAvx2 : SumScalar;
+  double best = 1e30;
+  volatile float sink = 0;
+  for (int pass = 0; pass < 5; ++pass) {
+    const Clock::time_point start = Clock::now();
+    float total = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : total)
+    {
+      const int64_t chunk = n / omp_get_num_threads() / 64 * 64;
+      total += sum(buffer.get() + omp_get_thread_num() * chunk, chunk);
+    }
+    best = std::min(best, Seconds(start));
+    sink = sink + total;
+  }
+  return static_cast<double>(kBytes) / best;
+}
+
+// OpenBLAS sgemm on 2048³ (row-major, B transposed as the engine calls it): FLOP/s, best of 3.
+double SgemmPeak(int threads) {
+  constexpr int kN = 2048;
+  std::vector<float> a(kN * kN, 0.5f), b(kN * kN, 0.25f), c(kN * kN);
+  openblas_set_num_threads(threads);
+  double best = 1e30;
+  for (int pass = 0; pass < 4; ++pass) {
+    const Clock::time_point start = Clock::now();
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, kN, kN, kN, 1.0f, a.data(), kN, b.data(),
+                kN, 0.0f, c.data(), kN);
+    if (pass > 0) best = std::min(best, Seconds(start));
+  }
+  openblas_set_num_threads(1);
+  return 2.0 * kN * kN * kN / best;
+}
+
+// ---- what a token costs -----------------------------------------------------------------------
+
+int64_t MlpBytes(const MlpWeights& m) {
+  return m.gate_proj.bytes() + m.up_proj.bytes() + m.down_proj.bytes();
+}
+
+// Weight bytes one decode token reads, in their stored dtype: its embedding row, every layer's
+// attention and norms, the dense MLP or the gate + shared experts + the num_experts_per_tok
+// routed experts it selects, the final norm and lm_head.
+int64_t WeightBytesPerDecodeToken(const DeepseekV3Model& model) {
+  const ModelConfig& c = model.config();
+  const ModelWeights& w = model.weights();
+  int64_t bytes = w.embed_tokens.bytes() / c.vocab_size;
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const LayerWeights& lw = w.layers[l];
+    bytes += (lw.input_layernorm.size() + lw.post_attention_layernorm.size() +
+              lw.q_a_layernorm.size() + lw.kv_a_layernorm.size()) * sizeof(float);
+    bytes += lw.q_a_proj.bytes() + lw.q_b_proj.bytes() + lw.q_proj.bytes() +
+             lw.kv_a_proj_with_mqa.bytes() + lw.kv_b_proj.bytes() + lw.o_proj.bytes();
+    if (!c.is_moe_layer(l)) {
+      bytes += MlpBytes(lw.mlp);
+      continue;
+    }
+    bytes += lw.gate.bytes() + lw.e_score_correction_bias.size() * sizeof(float);
+    if (lw.has_shared_experts) bytes += MlpBytes(lw.shared_experts);
+    bytes += c.num_experts_per_tok * MlpBytes(lw.experts.front());
+  }
+  return bytes + w.norm.size() * sizeof(float) + w.lm_head.bytes();
+}
+
+// FLOPs of prefilling `n` tokens (logits for the last only), counting only work the math needs:
+// 2 per weight a token multiplies (its active experts, not all), causal attention scores and
+// values per head over the positions each query sees, and lm_head once.
+double PrefillFlops(const ModelConfig& c, int64_t n) {
+  const double h = c.hidden_size, heads = c.num_attention_heads;
+  double per_token = 0;  // weights each token multiplies
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    per_token += c.q_lora_rank > 0
+                     ? c.q_lora_rank * h + heads * c.qk_head_dim() * c.q_lora_rank
+                     : heads * c.qk_head_dim() * h;
+    per_token += c.kv_cache_dim() * h +
+                 heads * (c.qk_nope_head_dim + c.v_head_dim) * c.kv_lora_rank +
+                 h * heads * c.v_head_dim;
+    if (!c.is_moe_layer(l)) {
+      per_token += 3 * h * c.intermediate_size;
+    } else {
+      per_token += c.n_routed_experts * h +
+                   3 * h * c.moe_intermediate_size * (c.n_shared_experts + c.num_experts_per_tok);
+    }
+  }
+  // Query i attends to i + 1 positions: Σ (i+1) = n(n+1)/2 score dot products and value sums.
+  const double pairs = 0.5 * n * (n + 1);
+  const double attention =
+      c.num_hidden_layers * heads * pairs * 2.0 * (c.qk_head_dim() + c.v_head_dim);
+  return 2.0 * per_token * n + attention + 2.0 * c.vocab_size * h;
+}
+
+// ---- engine runs ------------------------------------------------------------------------------
+
+std::vector<int32_t> RandomTokens(int64_t n, int64_t vocab, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<int32_t> tokens(static_cast<size_t>(n));
+  for (int32_t& t : tokens) t = static_cast<int32_t>(rng() % static_cast<uint64_t>(vocab));
+  return tokens;
+}
+
+struct Engine {
+  std::unique_ptr<DeepseekV3Model> model;
+  std::unique_ptr<Communicator> comm = MakeSingleRankCommunicator();
+  ForwardOptions options;
+};
+
+// Seconds of one prefill of `n` tokens into a fresh sequence.
+absl::StatusOr<double> TimePrefill(Engine& e, int64_t n) {
+  ASSIGN_OR_RETURN(KvCache cache, e.model->MakeKvCache(n * e.model->config().num_hidden_layers *
+                                                           e.model->config().kv_cache_dim() * 4 +
+                                                       (int64_t{8} << 20)));
+  KvBlockTable kv;
+  RETURN_IF_ERROR(cache.Reserve(kv, n));
+  const std::vector<int32_t> tokens = RandomTokens(n, e.model->config().vocab_size, 1);
+  SequenceStep step{tokens, 0, &kv, false};
+  std::vector<float> logits;
+  const Clock::time_point start = Clock::now();
+  RETURN_IF_ERROR(e.model->Forward({&step, 1}, cache, *e.comm, e.options, &logits));
+  return Seconds(start);
+}
+
+// Decode tokens/s with `batch` sequences each prefilled with `context` tokens, one new token per
+// sequence per step, for at least `min_seconds` after two warm-up steps.
+absl::StatusOr<double> DecodeRate(Engine& e, int64_t batch, int64_t context, double min_seconds) {
+  const ModelConfig& c = e.model->config();
+  constexpr int64_t kMaxSteps = 256;
+  const int64_t capacity = context + kMaxSteps + 2;
+  ASSIGN_OR_RETURN(KvCache cache,
+                   e.model->MakeKvCache(batch * (capacity + 16) * c.num_hidden_layers *
+                                        c.kv_cache_dim() * 4));
+  std::vector<KvBlockTable> kv(static_cast<size_t>(batch));
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<SequenceStep> steps;
+  for (int64_t b = 0; b < batch; ++b) {
+    RETURN_IF_ERROR(cache.Reserve(kv[b], capacity));
+    prompts.push_back(RandomTokens(context, c.vocab_size, 100 + b));
+  }
+  for (int64_t b = 0; b < batch; ++b) steps.push_back({prompts[b], 0, &kv[b], false});
+  std::vector<float> logits;
+  RETURN_IF_ERROR(e.model->Forward(steps, cache, *e.comm, e.options, &logits));
+  // Greedy continuation: each step feeds the argmax of the previous logits.
+  std::vector<int32_t> next(static_cast<size_t>(batch));
+  auto argmax = [&] {
+    for (int64_t b = 0; b < batch; ++b) {
+      const float* row = logits.data() + b * c.vocab_size;
+      next[b] = static_cast<int32_t>(std::max_element(row, row + c.vocab_size) - row);
+    }
+  };
+  argmax();
+  int64_t steps_done = 0;
+  double seconds = 0;
+  Clock::time_point start;
+  for (int64_t i = 0; i < kMaxSteps + 2; ++i) {
+    if (i == 2) start = Clock::now();
+    for (int64_t b = 0; b < batch; ++b) {
+      steps[b] = {absl::Span<const int32_t>(&next[b], 1), kv[b].num_tokens, &kv[b], false};
+    }
+    RETURN_IF_ERROR(e.model->Forward(steps, cache, *e.comm, e.options, &logits));
+    argmax();
+    if (i >= 2) {
+      ++steps_done;
+      seconds = Seconds(start);
+      if (seconds >= min_seconds) break;
+    }
+  }
+  return static_cast<double>(steps_done * batch) / seconds;
+}
+
+absl::StatusOr<std::vector<int64_t>> ParseList(const std::string& text, const char* flag) {
+  std::vector<int64_t> values;
+  for (absl::string_view part : absl::StrSplit(text, ',')) {
+    int64_t v;
+    if (!absl::SimpleAtoi(part, &v) || v < 1) {
+      return absl::InvalidArgumentError(absl::StrCat("--", flag, ": \"", part, "\" is not a count"));
+    }
+    values.push_back(v);
+  }
+  return values;
+}
+
+absl::StatusOr<DType> ParseWeightDType(absl::string_view name) {
+  if (name == "bf16") return DType::kBF16;
+  if (name == "fp8") return DType::kF8E4M3;
+  if (name == "f32") return DType::kF32;
+  return absl::InvalidArgumentError(absl::StrCat("--dtypes: \"", name, "\" is not bf16, fp8 or f32"));
+}
+
+absl::StatusOr<std::string> EnsureCheckpoint(const std::string& name, DType dtype) {
+  const std::string dir =
+      (std::filesystem::path(absl::GetFlag(FLAGS_cache_dir)) / ("small-" + name)).string();
+  if (std::filesystem::exists(std::filesystem::path(dir) / "config.json")) return dir;
+  std::fprintf(stderr, "making %s ...\n", dir.c_str());
+  MakeModelOptions options;
+  options.preset = "small";
+  options.dtype = dtype;
+  options.seed = 1;
+  options.out_dir = dir + ".partial";
+  std::filesystem::remove_all(options.out_dir);
+  RETURN_IF_ERROR(MakeModel(options));
+  std::filesystem::rename(options.out_dir, dir);
+  return dir;
+}
+
+std::string Rate(double v) { return absl::StrFormat("%.1f", v); }
+std::string Percent(double v) { return absl::StrFormat("%.0f%%", 100 * v); }
+
+// One engine measurement; batch 0 is the prefill.
+struct Measurement {
+  std::string weights;
+  int64_t threads;
+  int64_t batch;
+  double tokens_per_second;
+};
+
+struct Limits {
+  std::vector<double> bandwidth, peak;  // per thread count: bytes/s, FLOP/s
+};
+
+Limits MeasureLimits(const std::vector<int64_t>& thread_counts) {
+  Limits limits;
+  for (int64_t t : thread_counts) {
+    limits.bandwidth.push_back(ReadBandwidth(static_cast<int>(t)));
+    limits.peak.push_back(SgemmPeak(static_cast<int>(t)));
+  }
+  return limits;
+}
+
+absl::Status Run() {
+  ASSIGN_OR_RETURN(std::vector<int64_t> thread_counts,
+                   ParseList(absl::GetFlag(FLAGS_threads), "threads"));
+  ASSIGN_OR_RETURN(std::vector<int64_t> batches, ParseList(absl::GetFlag(FLAGS_batches), "batches"));
+  const int64_t prefill_tokens = absl::GetFlag(FLAGS_prefill_tokens);
+  const int64_t context = absl::GetFlag(FLAGS_decode_context);
+  const double min_seconds = absl::GetFlag(FLAGS_min_seconds);
+  std::printf("SIMD %s, %d cores, decode after a %lld-token prefill per sequence\n",
+              SimdLevel(), omp_get_num_procs(), static_cast<long long>(context));
+  std::fflush(stdout);
+
+  // Limits before and after the engine runs; the better of the two counts, so a neighbour's
+  // load during one measurement cannot flatter the ratios.
+  const Limits before = MeasureLimits(thread_counts);
+  std::vector<Measurement> results;
+  std::map<std::string, int64_t> bytes_per_token;
+  double prefill_flops = 0;
+  for (absl::string_view dtype_name : absl::StrSplit(absl::GetFlag(FLAGS_dtypes), ',')) {
+    const std::string weights(dtype_name);
+    ASSIGN_OR_RETURN(DType dtype, ParseWeightDType(weights));
+    ASSIGN_OR_RETURN(std::string dir, EnsureCheckpoint(weights, dtype));
+    Engine e;
+    ASSIGN_OR_RETURN(e.model, DeepseekV3Model::Load(dir));
+    bytes_per_token[weights] = WeightBytesPerDecodeToken(*e.model);
+    prefill_flops = PrefillFlops(e.model->config(), prefill_tokens);
+    for (int64_t threads : thread_counts) {
+      SetKernelThreads(static_cast<int>(threads));
+      if (prefill_tokens > 0) {
+        double best = 1e30;
+        for (int r = 0; r < absl::GetFlag(FLAGS_repeats); ++r) {
+          ASSIGN_OR_RETURN(double s, TimePrefill(e, prefill_tokens));
+          best = std::min(best, s);
+        }
+        results.push_back({weights, threads, 0, prefill_tokens / best});
+      }
+      for (int64_t b : batches) {
+        ASSIGN_OR_RETURN(double rate, DecodeRate(e, b, context, min_seconds));
+        results.push_back({weights, threads, b, rate});
+      }
+      std::fprintf(stderr, "%s, %lld threads done\n", weights.c_str(),
+                   static_cast<long long>(threads));
+    }
+  }
+  const Limits after = MeasureLimits(thread_counts);
+  Limits limits;
+  for (size_t i = 0; i < thread_counts.size(); ++i) {
+    limits.bandwidth.push_back(std::max(before.bandwidth[i], after.bandwidth[i]));
+    limits.peak.push_back(std::max(before.peak[i], after.peak[i]));
+  }
+
+  std::printf("\n| threads | read bandwidth GB/s (before / after) | OpenBLAS sgemm 2048³ GFLOP/s "
+              "(before / after) |\n|---|---|---|\n");
+  for (size_t i = 0; i < thread_counts.size(); ++i) {
+    std::printf("| %lld | %.1f / %.1f | %.1f / %.1f |\n",
+                static_cast<long long>(thread_counts[i]), before.bandwidth[i] / 1e9,
+                after.bandwidth[i] / 1e9, before.peak[i] / 1e9, after.peak[i] / 1e9);
+  }
+  for (const auto& [weights, bytes] : bytes_per_token) {
+    std::printf("\n%s: %.1f MB of weights read per decode token", weights.c_str(), bytes / 1e6);
+  }
+  std::printf("\nprefill of %lld tokens: %.1f GFLOP\n\n", static_cast<long long>(prefill_tokens),
+              prefill_flops / 1e9);
+
+  auto find = [&](const std::string& weights, int64_t threads, int64_t batch) -> double {
+    for (const Measurement& m : results) {
+      if (m.weights == weights && m.threads == threads && m.batch == batch) {
+        return m.tokens_per_second;
+      }
+    }
+    return 0;
+  };
+  std::printf("| weights | threads | measurement | tokens/s | limit or base (same run) | ratio "
+              "| goal |\n|---|---|---|---|---|---|---|\n");
+  for (const Measurement& m : results) {
+    const size_t ti = static_cast<size_t>(
+        std::find(thread_counts.begin(), thread_counts.end(), m.threads) - thread_counts.begin());
+    std::string what, limit, ratio, goal;
+    if (m.batch == 0) {
+      const double flops = prefill_flops * m.tokens_per_second / prefill_tokens;
+      what = absl::StrCat("prefill ", prefill_tokens);
+      limit = absl::StrCat("sgemm ", Rate(limits.peak[ti] / 1e9), " GFLOP/s (engine ",
+                           Rate(flops / 1e9), ")");
+      ratio = Percent(flops / limits.peak[ti]);
+      goal = "≥ 60%";
+    } else if (m.batch == 1) {
+      const double bound = limits.bandwidth[ti] / bytes_per_token[m.weights];
+      what = "decode batch 1";
+      limit = absl::StrCat(Rate(bound), " tok/s = ", Rate(limits.bandwidth[ti] / 1e9), " GB/s ÷ ",
+                           Rate(bytes_per_token[m.weights] / 1e6), " MB");
+      ratio = Percent(m.tokens_per_second / bound);
+      goal = m.weights == "bf16" ? "≥ 85%" : "";
+      const double bf16 = find("bf16", m.threads, 1);
+      if (m.weights == "fp8" && bf16 > 0) {
+        absl::StrAppend(&ratio, "; ", absl::StrFormat("%.2f×", m.tokens_per_second / bf16),
+                        " bf16 batch 1");
+        goal = "≥ 1.6× bf16";
+      }
+    } else {
+      const double bf16 = find("bf16", m.threads, 1);
+      what = absl::StrCat("decode batch ", m.batch);
+      limit = absl::StrCat("bf16 batch 1: ", Rate(bf16), " tok/s");
+      ratio = bf16 > 0 ? absl::StrFormat("%.2f×", m.tokens_per_second / bf16) : "-";
+      goal = m.batch == 32 ? "≥ 4.5×" : "";
+    }
+    std::printf("| %s | %lld | %s | %.1f | %s | %s | %s |\n", m.weights.c_str(),
+                static_cast<long long>(m.threads), what.c_str(), m.tokens_per_second,
+                limit.c_str(), ratio.c_str(), goal.c_str());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace epinfer
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  const absl::Status status = epinfer::Run();
+  if (!status.ok()) {
+    std::fprintf(stderr, "engine_bench: %s\n", std::string(status.message()).c_str());
+    return 1;
+  }
+  return 0;
+}
