@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "cli/client_commands.h"
 #include "cli/model_commands.h"
+#include "cli/serve_command.h"
 #include "common/version.h"
 #include "router/router_main.h"
 #include "scheduler/scheduler_main.h"
@@ -28,6 +29,7 @@ constexpr Command kCommands[] = {
     {"generate", "generate token ids from a prompt of token ids", RunGenerate},
     {"tokenize", "text on stdin to token ids (JSON array)", RunTokenize},
     {"detokenize", "token ids (JSON array) on stdin to text", RunDetokenize},
+    {"serve", "run a local cluster: router, scheduler and N workers", RunServe},
     {"complete", "stream a completion from a router (gRPC client)", RunComplete},
     {"version", "print the version", RunVersion},
 };

@@ -11,12 +11,22 @@ import grpc  # noqa: E402
 import grpc_raw  # noqa: E402
 import procs  # noqa: E402
 
+MODEL = None  # a tiny checkpoint, made once in setUpModule
 COMPONENTS = {
-    "router": ("router/router", ["--cluster_port=0"], "epinfer.v1.Completions"),
-    "worker": ("worker/worker", [], "epinfer.v1.Worker"),
-    "scheduler": ("scheduler/scheduler", [], "epinfer.v1.Scheduler"),
+    "router": ("router/router", lambda: ["--cluster_port=0", "--model=" + MODEL],
+               "epinfer.v1.Completions"),
+    "worker": ("worker/worker", lambda: ["--model=" + MODEL], "epinfer.v1.Worker"),
+    "scheduler": ("scheduler/scheduler", lambda: [], "epinfer.v1.Scheduler"),
 }
 LOCAL = ["--bind=127.0.0.1", "--port=0", "--metrics_port=0"]
+
+
+def setUpModule():
+    global MODEL
+    MODEL = os.path.join(os.environ.get("TEST_TMPDIR", "/tmp"), "binaries-tiny")
+    code, _, err = procs.run([procs.runfile("cli/epinfer"), "make-model", "--preset=tiny",
+                              "--out=" + MODEL], timeout_s=120)
+    assert code == 0, err
 
 
 def metrics(port):
@@ -29,10 +39,11 @@ class BinariesTest(unittest.TestCase):
     def test_each_binary_serves_health_reflection_metrics_and_stops_on_sigterm(self):
         for name, (path, extra, service) in COMPONENTS.items():
             with self.subTest(component=name):
-                with procs.Process([procs.runfile(path)] + LOCAL + extra) as p:
+                with procs.Process([procs.runfile(path)] + LOCAL + extra()) as p:
                     ports = p.wait_listening()
                     address = "127.0.0.1:%d" % ports["grpc"]
-                    self.assertEqual(grpc_raw.health_check(address), "SERVING")
+                    expected = "NOT_SERVING" if name == "router" else "SERVING"  # no workers
+                    self.assertEqual(grpc_raw.health_check(address), expected)
                     self.assertIn(service, grpc_raw.list_services(address))
                     self.assertIn("grpc.health.v1.Health", grpc_raw.list_services(address))
                     status, body = metrics(ports["metrics"])
@@ -43,14 +54,17 @@ class BinariesTest(unittest.TestCase):
                     self.assertEqual(p.terminate(timeout_s=30), 0, p.output())
                     self.assertIn("stopped", p.output())
 
-    def test_router_answers_unimplemented_for_completions_until_serving_lands(self):
+    def test_router_without_workers_is_not_serving_and_answers_unavailable(self):
         path, extra, _ = COMPONENTS["router"]
-        with procs.Process([procs.runfile(path)] + LOCAL + extra) as p:
+        with procs.Process([procs.runfile(path)] + LOCAL + extra() + ["--queue_timeout_s=1"]) as p:
             ports = p.wait_listening()
             self.assertIn("cluster", ports)
-            code = grpc_raw.call_status("127.0.0.1:%d" % ports["grpc"],
-                                        "/epinfer.v1.Completions/Complete")
-            self.assertEqual(code, grpc.StatusCode.UNIMPLEMENTED)
+            address = "127.0.0.1:%d" % ports["grpc"]
+            self.assertEqual(grpc_raw.health_check(address), "NOT_SERVING")
+            # CompletionRequest{tokens: {ids: [1, 2]}}: field 3 holding packed field 1.
+            code = grpc_raw.call_status(address, "/epinfer.v1.Completions/Complete",
+                                        b"\x1a\x04\x0a\x02\x01\x02")
+            self.assertEqual(code, grpc.StatusCode.UNAVAILABLE)
             self.assertEqual(grpc_raw.health_check("127.0.0.1:%d" % ports["cluster"]), "SERVING")
 
     def test_bad_flags_exit_2_with_usage(self):
@@ -70,10 +84,10 @@ class BinariesTest(unittest.TestCase):
 
     def test_port_in_use_fails_startup_with_a_message(self):
         path, extra, _ = COMPONENTS["worker"]
-        with procs.Process([procs.runfile(path)] + LOCAL + extra) as first:
+        with procs.Process([procs.runfile(path)] + LOCAL + extra()) as first:
             ports = first.wait_listening()
             code, _, err = procs.run([procs.runfile(path), "--bind=127.0.0.1", "--metrics_port=0",
-                                      "--port=%d" % ports["grpc"]], timeout_s=30)
+                                      "--port=%d" % ports["grpc"]] + extra(), timeout_s=30)
             self.assertEqual(code, 1, err)
             self.assertIn("cannot start", err)
 

@@ -10,7 +10,7 @@ import tempfile
 import threading
 import time
 
-LISTEN_RE = re.compile(r"(\w+) listening((?: \w+=[^ ]+)+)")
+LISTEN_RE = re.compile(r"(\w+) listening((?: \w+=[^ \n]+)+)")
 
 
 def runfile(path):

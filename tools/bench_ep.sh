@@ -1,0 +1,211 @@
+#!/bin/bash
+# Expert-parallel speed on this machine, everything in one run (docs/PERFORMANCE.md, issue 5):
+#   1. ucx_perftest tag_lat and tag_bw, server + client on 127.0.0.1: the transport's own numbers;
+#   2. //worker/comm:dispatch_bench: ExpertDispatcher Dispatch + Combine over UCX with 2 and 4
+#      ranks, decode-sized (128 tokens/rank) and prefill-sized (4096 tokens/rank) steps, hidden
+#      7168, top-8 of 256 experts, FP8 dispatch / BF16 combine;
+#   3. epinfer forward --mode decode on the small preset: --ep 2 over UCX vs --ep 1.
+# Prints the results as markdown rows for docs/PERFORMANCE.md.
+#   tools/bench_ep.sh [--quick]      (--quick: few iterations, to check the script itself)
+# UCX_NET_DEVICES=lo keeps UCX's TCP transport on loopback (shared memory and CMA are not network
+# devices). The communicator's endpoints ask for peer failure detection, which narrows the
+# transports UCX may pick; the script reads the ones it picked from UCX's debug log and runs
+# ucx_perftest on exactly those (UCX_TLS), and once more on UCX's default choice for reference.
+# Takes about 5 minutes on 2 cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+QUICK=0
+[[ "${1:-}" == "--quick" ]] && QUICK=1
+export UCX_NET_DEVICES="${UCX_NET_DEVICES:-lo}"
+WORK=$(mktemp -d /tmp/bench_ep.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+log() { echo "$*" >&2; }
+
+log "== build (bazel build -c opt)"
+bazel build -c opt //worker/comm:dispatch_bench //cli:epinfer >&2
+BIN=$(bazel info -c opt bazel-bin 2>/dev/null)
+BENCH="$BIN/worker/comm/dispatch_bench"
+EPINFER="$BIN/cli/epinfer"
+log "== $(nproc) cores, load average: $(cut -d' ' -f1-3 /proc/loadavg); UCX_TLS=${UCX_TLS:-all}" \
+    "UCX_NET_DEVICES=$UCX_NET_DEVICES; $(ucx_info -v | head -1)"
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# perftest TEST SIZE ITERS: the client's final line (iterations, p50 and average latency in us,
+# overall latency, bandwidth average and overall in MiB/s, message rates).
+perftest() {
+  local test=$1 size=$2 iters=$3 port line server
+  local warmup=$(( iters / 10 > 2 ? iters / 10 : 2 ))
+  for attempt in 1 2 3; do
+    port=$(free_port)
+    ucx_perftest -p "$port" -t "$test" -s "$size" -n "$iters" -w "$warmup" >"$WORK/server.log" 2>&1 &
+    server=$!
+    for _ in $(seq 50); do  # until the server listens
+      if ss -ltn 2>/dev/null | grep -q ":$port "; then break; fi
+      sleep 0.1
+    done
+    if line=$(timeout 120 ucx_perftest 127.0.0.1 -p "$port" -t "$test" -s "$size" -n "$iters" \
+                -w "$warmup" -f 2>&1 | tail -1) && [[ "$line" =~ ^[[:space:]]*[0-9] ]]; then
+      wait "$server" || true
+      echo "$line"
+      return 0
+    fi
+    kill "$server" 2>/dev/null || true
+    wait "$server" 2>/dev/null || true
+  done
+  log "ucx_perftest $test -s $size failed: $line"
+  return 1
+}
+
+# tag_bw at SIZE bytes, in bytes/s; enough iterations for ~0.5 GB.
+tag_bw() {
+  local size=$1 iters
+  iters=$(( 500000000 / size ))
+  (( iters < 10 )) && iters=10
+  (( iters > 2000 )) && iters=2000
+  (( QUICK )) && iters=$(( iters / 10 > 5 ? iters / 10 : 5 ))
+  perftest tag_bw "$size" "$iters" | awk '{printf "%.0f", $6 * 1048576}'
+}
+
+# bench SIZE TOKENS ITERS WARMUP: rank 0's RESULT line.
+bench() {
+  local size=$1 tokens=$2 iters=$3 warmup=$4 rendezvous="$WORK/rv.$1.$2" pids=() r
+  mkdir -p "$rendezvous"
+  for (( r = 0; r < size; ++r )); do
+    "$BENCH" --rank=$r --size="$size" --rendezvous="$rendezvous" --tokens="$tokens" \
+        --hidden=7168 --top_k=8 --experts=256 --dispatch_dtype=fp8 --combine_dtype=bf16 \
+        --iters="$iters" --warmup="$warmup" >"$WORK/bench.$size.$tokens.$r" 2>&1 &
+    pids+=($!)
+  done
+  for (( r = 0; r < size; ++r )); do
+    if ! wait "${pids[$r]}"; then
+      log "dispatch_bench rank $r of $size failed:"; cat "$WORK/bench.$size.$tokens.$r" >&2
+      return 1
+    fi
+  done
+  grep '^RESULT' "$WORK/bench.$size.$tokens.0"
+}
+
+field() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
+
+# Decode tokens/s of forward: wall time for 4 sequences of L2 tokens minus that for L1 tokens, so
+# process start, model load and UCX wire-up cancel; median of 3 runs each.
+sequences() {
+  python3 -c "import random
+r = random.Random(7)
+print(';'.join(','.join(str(r.randrange(1, 8000)) for _ in range($1)) for _ in range(4)))"
+}
+forward_seconds() {
+  local length=$1; shift
+  local tokens runs=()
+  tokens=$(sequences "$length")
+  for _ in 1 2 3; do
+    local start end
+    start=$(date +%s.%N)
+    "$EPINFER" forward --model "$WORK/small" --tokens "$tokens" --out "$WORK/logits" \
+        --mode decode "$@" >&2
+    end=$(date +%s.%N)
+    runs+=("$(awk -v a="$start" -v b="$end" 'BEGIN {print b - a}')")
+  done
+  printf '%s\n' "${runs[@]}" | sort -g | sed -n 2p
+}
+
+# ---- 1. the transports the communicator's endpoints use, and ucx_perftest's latency on them
+log "== transports of the communicator's endpoints"
+mkdir -p "$WORK/rv.lanes"
+UCX_LOG_LEVEL=debug "$BENCH" --rank=0 --size=2 --rendezvous="$WORK/rv.lanes" --tokens=8 \
+    --iters=1 --warmup=1 >"$WORK/lanes.log" 2>&1 &
+lanes_pid=$!
+"$BENCH" --rank=1 --size=2 --rendezvous="$WORK/rv.lanes" --tokens=8 --iters=1 --warmup=1 >&2
+wait "$lanes_pid"
+grep 'lane\[' "$WORK/lanes.log" | sed 's/.*DEBUG *//' >&2
+COMM_TLS=$(grep -o 'lane\[[0-9]*\]: *[0-9]*:[a-z_0-9]*' "$WORK/lanes.log" | sed 's/.*://' | sort -u | paste -sd,)
+[[ -n "$COMM_TLS" ]] || { log "no lanes in UCX's debug log"; exit 1; }
+DEFAULT_TLS=${UCX_TLS:-}
+export UCX_TLS=$COMM_TLS
+log "communicator transports: UCX_TLS=$UCX_TLS"
+LAT_ITERS=20000
+(( QUICK )) && LAT_ITERS=2000
+log "== ucx_perftest tag_lat 8 B"
+LAT_US=$(perftest tag_lat 8 "$LAT_ITERS" | awk '{print $2}')
+log "tag_lat p50 = $LAT_US us"
+
+# ---- 2. dispatch_bench, each followed by ucx_perftest tag_bw at its message sizes
+declare -A RESULT BW_D BW_C
+if (( QUICK )); then DECODE_ITERS=20; PREFILL_ITERS=2; else DECODE_ITERS=200; PREFILL_ITERS=6; fi
+for size in 2 4; do
+  for tokens in 128 4096; do
+    if (( tokens == 128 )); then iters=$DECODE_ITERS; warmup=10; else iters=$PREFILL_ITERS; warmup=1; fi
+    log "== dispatch_bench --size=$size --tokens=$tokens --iters=$iters"
+    RESULT[$size.$tokens]=$(bench "$size" "$tokens" "$iters" "$warmup")
+    log "${RESULT[$size.$tokens]}"
+    d_msg=$(field "${RESULT[$size.$tokens]}" dispatch_msg_bytes)
+    c_msg=$(field "${RESULT[$size.$tokens]}" combine_msg_bytes)
+    BW_D[$size.$tokens]=$(tag_bw "$d_msg")
+    BW_C[$size.$tokens]=$(tag_bw "$c_msg")
+    log "tag_bw at $d_msg B: ${BW_D[$size.$tokens]} B/s; at $c_msg B: ${BW_C[$size.$tokens]} B/s"
+  done
+done
+
+# ---- 3. end to end
+log "== epinfer make-model --preset small --dtype bf16"
+"$EPINFER" make-model --preset small --dtype bf16 --out "$WORK/small" >&2
+if (( QUICK )); then L1=4; L2=20; else L1=16; L2=144; fi
+declare -A TPS
+for config in "1 2" "2 1"; do
+  read -r ep threads <<<"$config"
+  args=(--ep "$ep" --threads "$threads")
+  (( ep > 1 )) && args+=(--transport ucx)
+  log "== forward --mode decode ${args[*]}, 4 sequences of $L1 and $L2 tokens"
+  t1=$(forward_seconds "$L1" "${args[@]}")
+  t2=$(forward_seconds "$L2" "${args[@]}")
+  TPS[$ep]=$(awk -v t1="$t1" -v t2="$t2" -v n=$(( 4 * (L2 - L1) )) 'BEGIN {printf "%.1f", n / (t2 - t1)}')
+  log "$L1 tokens: $t1 s, $L2 tokens: $t2 s -> ${TPS[$ep]} tokens/s"
+done
+
+# ---- 4. for reference: ucx_perftest on UCX's default transports (no peer error handling)
+if [[ -n "$DEFAULT_TLS" ]]; then export UCX_TLS=$DEFAULT_TLS; else unset UCX_TLS; fi
+DEFAULT_LAT_US=$(perftest tag_lat 8 "$LAT_ITERS" | awk '{print $2}')
+DEFAULT_BW=$(tag_bw "$(field "${RESULT[2.4096]}" combine_msg_bytes)")
+log "default transports (UCX_TLS=${UCX_TLS:-all}): tag_lat $DEFAULT_LAT_US us, tag_bw $DEFAULT_BW B/s"
+log "== load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# ---- table
+DATE=$(date +%F)
+CMD='`tools/bench_ep.sh`'
+for size in 2 4; do
+  note="$size UCX ranks on 127.0.0.1"
+  (( size > $(nproc) )) && note="$note ($size processes on $(nproc) cores: oversubscribed)"
+  r=${RESULT[$size.4096]}
+  awk -v r="$r" -v bd="${BW_D[$size.4096]}" -v bc="${BW_C[$size.4096]}" -v note="$note" \
+      -v tls="$COMM_TLS" -v dbw="$DEFAULT_BW" -v cmd="$CMD" -v date="$DATE" 'BEGIN {
+    n = split(r, kv, " "); for (i = 1; i <= n; ++i) { split(kv[i], p, "="); v[p[1]] = p[2] }
+    d = v["dispatch_bytes_per_rank"]; c = v["combine_bytes_per_rank"]
+    peer = (d + c) / (d / bd + c / bc)
+    printf "| EP dispatch + combine (ExpertDispatcher over UCX), prefill-sized step: 4096 tokens/rank, hidden 7168, top-8 of 256 experts, FP8 dispatch / BF16 combine, %s | %.3f GB/s per rank (%.1f MB sent to peers per step; p50 %.0f ms, p90 %.0f ms); the same messages through Communicator::AllToAllV alone: %.3f GB/s | ucx_perftest tag_bw on the communicator'"'"'s transports (UCX_TLS=%s) at the same message sizes (%.1f / %.1f MB): %.3f GB/s (UCX default transports, shared memory + CMA: %.2f GB/s) | %.2f (goal >= 0.70); AllToAllV alone %.2f | %s | %s |\n",
+      note, v["gbps"], (d + c) / 1e6, v["p50_us"] / 1e3, v["p90_us"] / 1e3, v["a2a_gbps"], tls,
+      v["dispatch_msg_bytes"] / 1e6, v["combine_msg_bytes"] / 1e6, peer / 1e9, dbw / 1e9,
+      v["gbps"] * 1e9 / peer, v["a2a_gbps"] * 1e9 / peer, cmd, date
+  }'
+done
+for size in 2 4; do
+  note="$size UCX ranks on 127.0.0.1"
+  (( size > $(nproc) )) && note="$note ($size processes on $(nproc) cores: oversubscribed)"
+  r=${RESULT[$size.128]}
+  awk -v r="$r" -v bd="${BW_D[$size.128]}" -v bc="${BW_C[$size.128]}" -v lat="$LAT_US" \
+      -v tls="$COMM_TLS" -v note="$note" -v cmd="$CMD" -v date="$DATE" 'BEGIN {
+    n = split(r, kv, " "); for (i = 1; i <= n; ++i) { split(kv[i], p, "="); v[p[1]] = p[2] }
+    d = v["dispatch_bytes_per_rank"]; c = v["combine_bytes_per_rank"]
+    floor_us = 2 * lat + (d / bd + c / bc) * 1e6
+    printf "| EP dispatch + combine (ExpertDispatcher over UCX), decode-sized step: 128 tokens/rank, hidden 7168, top-8 of 256 experts, FP8 dispatch / BF16 combine, %s | p50 %.0f us, p90 %.0f us (%.2f MB sent to peers per rank); the same messages through Communicator::AllToAllV alone: p50 %.0f us | floor from ucx_perftest on UCX_TLS=%s: 2 x tag_lat %.1f us + per-rank bytes / tag_bw at the message sizes = %.0f us | %.1fx (goal <= 3x); AllToAllV alone %.1fx | %s | %s |\n",
+      note, v["p50_us"], v["p90_us"], (d + c) / 1e6, v["a2a_p50_us"], tls, lat, floor_us,
+      v["p50_us"] / floor_us, v["a2a_p50_us"] / floor_us, cmd, date
+  }'
+done
+awk -v a="${TPS[2]}" -v b="${TPS[1]}" -v l1="$L1" -v l2="$L2" -v cmd="$CMD" -v date="$DATE" 'BEGIN {
+  printf "| End to end: `epinfer forward --mode decode --ep 2 --transport ucx --threads 1` (2 processes x 1 core), small preset bf16, 4 sequences (2 per rank), positions %d-%d | %.1f tokens/s | `--ep 1 --threads 2` (1 process x 2 cores): %.1f tokens/s | %.2fx | %s | %s |\n",
+    l1, l2, a, b, a / b, cmd, date
+}'
