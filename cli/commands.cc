@@ -3,7 +3,9 @@
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
+#include "cli/bench_command.h"
 #include "cli/client_commands.h"
+#include "cli/eplb_command.h"
 #include "cli/model_commands.h"
 #include "cli/serve_command.h"
 #include "common/version.h"
@@ -31,6 +33,8 @@ constexpr Command kCommands[] = {
     {"detokenize", "token ids (JSON array) on stdin to text", RunDetokenize},
     {"serve", "run a local cluster: router, scheduler and N workers", RunServe},
     {"complete", "stream a completion from a router (gRPC client)", RunComplete},
+    {"bench", "bench serve: load generator (throughput, TTFT, ITL) against a router", RunBench},
+    {"eplb", "balance experts over GPUs (DeepSeek's EPLB) for a load matrix", RunEplb},
     {"version", "print the version", RunVersion},
 };
 
