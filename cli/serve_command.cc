@@ -136,17 +136,20 @@ absl::Status Serve(ShutdownSignal& signal) {
                               absl::StrCat("--port=", port), "--cluster_port=0"},
                    run_dir + "/router.log"};
   router.argv.insert(router.argv.end(), local.begin(), local.end());
-  Component scheduler{"scheduler", {self, "scheduler", "--port=0"}, run_dir + "/scheduler.log"};
-  scheduler.argv.insert(scheduler.argv.end(), local.begin(), local.end());
   if (absl::Status s = Start(router); !s.ok()) return s;
   if (absl::Status s = WaitListening(router, deadline); !s.ok()) return s;
+  const std::string cluster = absl::StrCat("127.0.0.1:", router.ports["cluster"]);
+  Component scheduler{"scheduler", {self, "scheduler", "--port=0", "--router=" + cluster},
+                      run_dir + "/scheduler.log"};
+  scheduler.argv.insert(scheduler.argv.end(), local.begin(), local.end());
   if (absl::Status s = Start(scheduler); !s.ok()) return s;
   if (absl::Status s = WaitListening(scheduler, deadline); !s.ok()) return s;
-  const std::string cluster = absl::StrCat("127.0.0.1:", router.ports["cluster"]);
+  const std::string scheduler_address = absl::StrCat("127.0.0.1:", scheduler.ports["grpc"]);
   std::vector<Component> ranks(static_cast<size_t>(workers));
   for (int i = 0; i < workers; ++i) {
     ranks[i] = {absl::StrCat("worker-", i),
                 {self, "worker", "--model=" + model, "--router=" + cluster, "--port=0",
+                 "--scheduler=" + scheduler_address,
                  absl::StrCat("--worker_id=worker-", i),
                  absl::StrCat("--threads=", absl::GetFlag(FLAGS_threads_per_worker)),
                  absl::StrCat("--kv_cache_mb=", absl::GetFlag(FLAGS_kv_cache_mb))},

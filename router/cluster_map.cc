@@ -14,7 +14,7 @@ absl::StatusOr<ExpertPlacement> ClusterMap::DefaultPlacement(const Options& o, i
   placement.version = 1;
   placement.layers.resize(static_cast<size_t>(o.num_layers));
   const int32_t experts = o.num_logical_experts;
-  const int32_t per_rank = (experts + ranks - 1) / ranks;
+  const int32_t per_rank = (experts + ranks - 1) / ranks + std::max(0, o.redundant_slots_per_rank);
   for (int64_t l = 0; l < o.num_layers; ++l) {
     if (!o.moe_layers[l]) continue;
     LayerPlacement& layer = placement.layers[l];
@@ -141,6 +141,7 @@ void ClusterMap::MaybeForm(absl::Time now) {
   epoch.placement.version = epoch.number;
   epoch_ = std::move(epoch);
   members_ = std::move(members);
+  budgets_.clear();
 }
 
 ClusterMap::HeartbeatReply ClusterMap::Heartbeat(const std::string& worker_id, uint64_t epoch,
@@ -155,6 +156,9 @@ ClusterMap::HeartbeatReply ClusterMap::Heartbeat(const std::string& worker_id, u
   m.last_seen = now;
   m.load = load;
   reply.known = true;
+  const int rank = static_cast<int>(std::find(epoch_->ranks.begin(), epoch_->ranks.end(),
+                                              worker_id) - epoch_->ranks.begin());
+  if (auto b = budgets_.find(rank); b != budgets_.end()) reply.budget = b->second;
   return reply;
 }
 
@@ -215,6 +219,75 @@ int ClusterMap::LiveWorkers() const {
     }
   }
   return live;
+}
+
+}  // namespace epinfer
+
+namespace epinfer {
+
+absl::StatusOr<ExpertPlacement> ClusterMap::Placement() const {
+  absl::MutexLock lock(&mu_);
+  if (!epoch_) return absl::NotFoundError("no EP group yet");
+  return epoch_->placement;
+}
+
+absl::StatusOr<uint64_t> ClusterMap::ProposePlacement(uint64_t base_version,
+                                                      ExpertPlacement placement) {
+  absl::MutexLock lock(&mu_);
+  if (!epoch_ || epoch_->broken) {
+    return absl::FailedPreconditionError("no serving EP group to place experts on");
+  }
+  if (base_version != epoch_->placement.version) {
+    return absl::FailedPreconditionError(absl::StrCat("stale proposal: based on version ",
+                                                      base_version, ", current is ",
+                                                      epoch_->placement.version));
+  }
+  if (placement.layers.size() != epoch_->placement.layers.size()) {
+    return absl::InvalidArgumentError("placement has the wrong number of layers");
+  }
+  for (size_t l = 0; l < placement.layers.size(); ++l) {
+    const LayerPlacement& current = epoch_->placement.layers[l];
+    LayerPlacement& next = placement.layers[l];
+    if (current.phy2log.empty() != next.phy2log.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("layer ", l, ": MoE layers differ"));
+    }
+    if (current.phy2log.empty()) continue;
+    if (next.num_ranks != current.num_ranks || next.slots_per_rank != current.slots_per_rank) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "layer ", l, ": ", next.num_ranks, " ranks × ", next.slots_per_rank,
+          " slots; the group has ", current.num_ranks, " × ", current.slots_per_rank));
+    }
+    absl::Status status = next.Index(options_.num_logical_experts);
+    if (!status.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("layer ", l, ": ", status.message()));
+    }
+  }
+  placement.version = epoch_->placement.version + 1;
+  epoch_->placement = std::move(placement);
+  return epoch_->placement.version;
+}
+
+absl::Status ClusterMap::SetBudgets(const std::map<int, BatchBudget>& budgets) {
+  absl::MutexLock lock(&mu_);
+  const int ranks = epoch_ ? static_cast<int>(epoch_->ranks.size()) : 0;
+  for (const auto& [rank, b] : budgets) {
+    if (rank < 0 || rank >= ranks) {
+      return absl::InvalidArgumentError(absl::StrCat("budget for rank ", rank, " of ", ranks));
+    }
+    if (b.max_tokens_per_step < 1 || b.max_tokens_per_step > 65536 ||
+        b.prefill_chunk_tokens < 1 || b.prefill_chunk_tokens > b.max_tokens_per_step) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "rank ", rank, ": max_tokens_per_step must be 1..65536 and prefill_chunk_tokens "
+          "1..max_tokens_per_step"));
+    }
+  }
+  budgets_ = budgets;
+  return absl::OkStatus();
+}
+
+std::map<int, ClusterMap::BatchBudget> ClusterMap::Budgets() const {
+  absl::MutexLock lock(&mu_);
+  return budgets_;
 }
 
 }  // namespace epinfer

@@ -68,6 +68,9 @@ class ClusterMap {
     int64_t num_layers = 0;
     std::vector<bool> moe_layers;
     int32_t num_logical_experts = 0;
+    // Extra expert slots per rank beyond ceil(experts / ranks): room for EPLB's replicas of hot
+    // experts (DeepSeek serves with 32 redundant experts).
+    int32_t redundant_slots_per_rank = 0;
   };
   explicit ClusterMap(Options options);
 
@@ -76,16 +79,31 @@ class ClusterMap {
   // WorkerInfo.
   absl::StatusOr<Assignment> Register(const WorkerInfo& info, absl::Time now);
 
+  struct BatchBudget {
+    int64_t max_tokens_per_step = 0;  // 0: the worker's own setting
+    int64_t prefill_chunk_tokens = 0;
+  };
   struct HeartbeatReply {
     bool known = false;  // false: re-register (the epoch changed or the worker is not a member)
     uint64_t epoch = 0;
     uint64_t placement_version = 0;
+    BatchBudget budget;
   };
   HeartbeatReply Heartbeat(const std::string& worker_id, uint64_t epoch,
                            const WorkerLoadInfo& load, absl::Time now);
 
   // The members of `epoch` (the newest if 0); NOT_FOUND for an epoch that is not the newest.
   absl::StatusOr<GroupView> Group(uint64_t epoch) const;
+
+  // The current epoch's placement (version increases with every change).
+  absl::StatusOr<ExpertPlacement> Placement() const;
+  // A new placement for the current epoch (EPLB): same ranks and slots per rank, every expert
+  // placed. FAILED_PRECONDITION when `base_version` is not the current version (stale) or no
+  // group is serving; INVALID_ARGUMENT for a malformed placement. Returns the new version.
+  absl::StatusOr<uint64_t> ProposePlacement(uint64_t base_version, ExpertPlacement placement);
+  // Per-rank step budgets (cross-node batch scaling), by rank of the current epoch.
+  absl::Status SetBudgets(const std::map<int, BatchBudget>& budgets);
+  std::map<int, BatchBudget> Budgets() const;
 
   // Marks silent workers dead and forms epochs; call periodically.
   void Tick(absl::Time now);
@@ -98,7 +116,7 @@ class ClusterMap {
   const Options& options() const { return options_; }
 
   // A placement of the logical experts over `ranks` ranks: contiguous, with replicas of the
-  // first experts filling the slots when `ranks` does not divide them.
+  // first experts filling the remaining slots (uneven division, redundant slots).
   static absl::StatusOr<ExpertPlacement> DefaultPlacement(const Options& options, int ranks);
 
  private:
@@ -130,6 +148,7 @@ class ClusterMap {
   uint64_t next_epoch_ ABSL_GUARDED_BY(mu_) = 1;
   std::map<std::string, Member> members_ ABSL_GUARDED_BY(mu_);  // of the newest epoch
   std::map<std::string, Pending> pending_ ABSL_GUARDED_BY(mu_);
+  std::map<int, BatchBudget> budgets_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace epinfer

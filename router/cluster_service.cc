@@ -83,6 +83,13 @@ grpc::Status ClusterService::Heartbeat(grpc::ServerContext*, const v1::Heartbeat
   response->set_known(reply.known);
   response->set_epoch(reply.epoch);
   response->set_placement_version(reply.placement_version);
+  if (reply.budget.max_tokens_per_step > 0) {
+    response->mutable_budget()->set_rank(request->rank());
+    response->mutable_budget()->set_max_tokens_per_step(
+        static_cast<uint32_t>(reply.budget.max_tokens_per_step));
+    response->mutable_budget()->set_prefill_chunk_tokens(
+        static_cast<uint32_t>(reply.budget.prefill_chunk_tokens));
+  }
   return grpc::Status::OK;
 }
 
@@ -105,7 +112,51 @@ grpc::Status ClusterService::GetClusterState(grpc::ServerContext*,
   response->set_epoch(view->epoch);
   response->set_world_size(static_cast<uint32_t>(view->members.size()));
   for (const GroupMemberView& m : view->members) MemberToProto(m, response->add_members());
+  const ClusterMap::Options& o = map_.options();
+  if (absl::StatusOr<ExpertPlacement> placement = map_.Placement(); placement.ok()) {
+    PlacementToProto(*placement, o.num_logical_experts, response->mutable_placement());
+  }
+  for (const auto& [rank, b] : map_.Budgets()) {
+    v1::BatchBudget* budget = response->add_budgets();
+    budget->set_rank(static_cast<uint32_t>(rank));
+    budget->set_max_tokens_per_step(static_cast<uint32_t>(b.max_tokens_per_step));
+    budget->set_prefill_chunk_tokens(static_cast<uint32_t>(b.prefill_chunk_tokens));
+  }
+  v1::ModelIdentity* model = response->mutable_model();
+  model->set_num_hidden_layers(static_cast<uint32_t>(o.num_layers));
+  model->set_n_routed_experts(static_cast<uint32_t>(o.num_logical_experts));
+  for (int64_t l = 0; l < o.num_layers; ++l) {
+    if (o.moe_layers[l]) {
+      model->set_first_k_dense_replace(static_cast<uint32_t>(l));
+      break;
+    }
+  }
   return grpc::Status::OK;
+}
+
+grpc::Status ClusterService::ProposePlacement(grpc::ServerContext*,
+                                              const v1::ProposePlacementRequest* request,
+                                              v1::ProposePlacementResponse* response) {
+  const ClusterMap::Options& o = map_.options();
+  absl::StatusOr<ExpertPlacement> placement = PlacementFromProto(
+      request->placement(), o.num_layers, o.moe_layers, o.num_logical_experts);
+  if (!placement.ok()) return ToGrpcStatus(placement.status());
+  absl::StatusOr<uint64_t> version =
+      map_.ProposePlacement(request->base_version(), *std::move(placement));
+  if (!version.ok()) return ToGrpcStatus(version.status());
+  response->set_version(*version);
+  return grpc::Status::OK;
+}
+
+grpc::Status ClusterService::SetBatchBudgets(grpc::ServerContext*,
+                                             const v1::SetBatchBudgetsRequest* request,
+                                             v1::SetBatchBudgetsResponse*) {
+  std::map<int, ClusterMap::BatchBudget> budgets;
+  for (const v1::BatchBudget& b : request->budgets()) {
+    budgets[static_cast<int>(b.rank())] = {static_cast<int64_t>(b.max_tokens_per_step()),
+                                           static_cast<int64_t>(b.prefill_chunk_tokens())};
+  }
+  return ToGrpcStatus(map_.SetBudgets(budgets));
 }
 
 }  // namespace epinfer

@@ -24,6 +24,12 @@ class ClusterService final : public v1::Cluster::Service {
   grpc::Status GetClusterState(grpc::ServerContext* context,
                                const v1::GetClusterStateRequest* request,
                                v1::ClusterState* response) override;
+  grpc::Status ProposePlacement(grpc::ServerContext* context,
+                                const v1::ProposePlacementRequest* request,
+                                v1::ProposePlacementResponse* response) override;
+  grpc::Status SetBatchBudgets(grpc::ServerContext* context,
+                               const v1::SetBatchBudgetsRequest* request,
+                               v1::SetBatchBudgetsResponse* response) override;
 
  private:
   ClusterMap& map_;

@@ -33,6 +33,9 @@ ABSL_FLAG(int, heartbeat_interval_ms, 500,
           "Worker heartbeat period; a worker silent for 3 periods is dead.");
 ABSL_FLAG(int, group_settle_ms, 2000,
           "How long to wait for missing workers before forming a smaller EP group.");
+ABSL_FLAG(int, redundant_slots_per_rank, 0,
+          "Expert slots per rank beyond ceil(experts / ranks), for replicas of hot experts "
+          "(EPLB's redundant experts).");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain for TLS on the public gRPC port.");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls_cert.");
 ABSL_FLAG(std::string, tls_client_ca, "",
@@ -84,7 +87,8 @@ int RunRouter(int argc, char** argv) {
       "router", argc, argv, "--model DIR --workers N [flags]",
       ServerFlagNames({"cluster_port", "model", "workers", "model_name", "routing_policy",
                        "max_concurrent_requests", "queue_timeout_s", "heartbeat_interval_ms",
-                       "group_settle_ms", "tls_cert", "tls_key", "tls_client_ca",
+                       "group_settle_ms", "redundant_slots_per_rank", "tls_cert", "tls_key",
+                       "tls_client_ca",
                        "api_key_file"}));
   absl::StatusOr<ServerAddresses> addresses = ResolveServerFlags(50051, 9400);
   process.CheckFlag(addresses.status());
@@ -131,6 +135,10 @@ int RunRouter(int argc, char** argv) {
     cluster_options.moe_layers.push_back((*model)->config.is_moe_layer(l));
   }
   cluster_options.num_logical_experts = static_cast<int32_t>((*model)->config.n_routed_experts);
+  cluster_options.redundant_slots_per_rank = absl::GetFlag(FLAGS_redundant_slots_per_rank);
+  if (cluster_options.redundant_slots_per_rank < 0 || cluster_options.redundant_slots_per_rank > 1024) {
+    process.CheckFlag(absl::InvalidArgumentError("--redundant_slots_per_rank must be in 0..1024"));
+  }
   ClusterMap cluster(cluster_options);
 
   process.CheckStartup(process.StartMetrics(addresses->metrics));

@@ -5,11 +5,12 @@
 
 #include "absl/flags/declare.h"
 
-// Flags the worker and the model commands of the CLI share (one definition in the `epinfer`
-// binary, which links both).
+// Flags several components share (one definition in the `epinfer` binary, which links them
+// all): the worker and the CLI's model commands; the worker and the scheduler (--router).
 ABSL_DECLARE_FLAG(std::string, model);
 ABSL_DECLARE_FLAG(int, threads);
 ABSL_DECLARE_FLAG(int64_t, kv_cache_mb);
 ABSL_DECLARE_FLAG(std::string, transport);
+ABSL_DECLARE_FLAG(std::string, router);
 
 #endif  // EPINFER_WORKER_FLAGS_H_

@@ -123,7 +123,23 @@ absl::StatusOr<GroupClient::Beat> GroupClient::Heartbeat(uint64_t epoch, const v
   context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
   v1::HeartbeatResponse response;
   RETURN_IF_ERROR(FromGrpcStatus(stub_->Heartbeat(&context, request, &response)));
-  return Beat{response.known(), response.epoch()};
+  Beat beat{response.known(), response.epoch(), response.placement_version(), 0, 0};
+  if (response.has_budget()) {
+    beat.max_tokens_per_step = response.budget().max_tokens_per_step();
+    beat.prefill_chunk_tokens = response.budget().prefill_chunk_tokens();
+  }
+  return beat;
+}
+
+absl::StatusOr<ExpertPlacement> GroupClient::CurrentPlacement() {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+  v1::ClusterState state;
+  RETURN_IF_ERROR(FromGrpcStatus(stub_->GetClusterState(&context, {}, &state)));
+  std::vector<bool> moe(static_cast<size_t>(config_.num_hidden_layers));
+  for (int64_t l = 0; l < config_.num_hidden_layers; ++l) moe[l] = config_.is_moe_layer(l);
+  return PlacementFromProto(state.placement(), config_.num_hidden_layers, moe,
+                            static_cast<int32_t>(config_.n_routed_experts));
 }
 
 }  // namespace epinfer

@@ -47,7 +47,12 @@ class GroupClient {
   struct Beat {
     bool known = false;
     uint64_t epoch = 0;
+    uint64_t placement_version = 0;
+    int64_t max_tokens_per_step = 0;  // 0: no budget set
+    int64_t prefill_chunk_tokens = 0;
   };
+  // The current placement of the group (after a heartbeat announced a newer version).
+  absl::StatusOr<ExpertPlacement> CurrentPlacement();
   absl::StatusOr<Beat> Heartbeat(uint64_t epoch, const v1::WorkerLoad& load);
 
  private:

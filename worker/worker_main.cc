@@ -16,12 +16,10 @@
 #include "worker/flags.h"
 #include "worker/group_client.h"
 #include "worker/kernels/linear.h"
+#include "worker/telemetry.h"
 #include "worker/worker_metrics.h"
 #include "worker/worker_service.h"
 
-ABSL_FLAG(std::string, router, "",
-          "The router's cluster service (host:port) to join the EP group through; empty: serve "
-          "alone as a one-rank group.");
 ABSL_FLAG(std::string, worker_id, "",
           "Stable identity across restarts (a restarted worker gets its rank back); default "
           "<advertise_host>:<port>.");
@@ -32,6 +30,9 @@ ABSL_FLAG(int64_t, max_tokens_per_step, 512, "Tokens (decode + prefill) per step
 ABSL_FLAG(int64_t, prefill_chunk_tokens, 256, "Largest prefill chunk of one sequence per step.");
 ABSL_FLAG(int64_t, max_running_sequences, 256, "Sequences computed concurrently on this rank.");
 ABSL_FLAG(int, collective_timeout_s, 30, "Deadline of every collective of the EP group.");
+ABSL_FLAG(std::string, scheduler, "",
+          "The scheduler (host:port) to stream expert-load telemetry to; empty: none.");
+ABSL_FLAG(int, telemetry_interval_ms, 1000, "How often telemetry windows are sent.");
 
 namespace epinfer {
 namespace {
@@ -45,10 +46,49 @@ struct GroupLoop {
   std::string model_dir;
   ModelConfig config;
   std::unique_ptr<GroupClient> client;  // null: a one-rank group of its own
+  std::unique_ptr<TelemetryReporter> telemetry;  // null: no scheduler
   std::atomic<bool> stopping{false};
   std::atomic<bool> rejoin{false};
   std::atomic<uint64_t> epoch{0};
   std::atomic<int64_t> heartbeat_ms{500};
+  // Live rebalancing: the heartbeat announces a newer placement; the loader thread loads this
+  // rank's experts of it beside the running model and stages it in the engine.
+  std::atomic<uint64_t> wanted_version{0};
+  std::atomic<int> rank{0};
+  absl::Mutex models_mu;
+  std::unique_ptr<DeepseekV3Model> staged ABSL_GUARDED_BY(models_mu);
+  uint64_t staged_version ABSL_GUARDED_BY(models_mu) = 0;
+
+  void PlacementLoader() {
+    uint64_t done = 0;
+    while (!stopping.load()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      const uint64_t wanted = wanted_version.load();
+      if (client == nullptr || wanted == 0 || wanted == done || wanted <= engine.placement_version()) {
+        continue;
+      }
+      absl::StatusOr<ExpertPlacement> placement = client->CurrentPlacement();
+      if (!placement.ok() || placement->version < wanted) continue;
+      const uint64_t current_epoch = epoch.load();
+      LoadOptions load;
+      load.placement = *placement;
+      load.rank = rank.load();
+      const absl::Time start = absl::Now();
+      absl::StatusOr<std::unique_ptr<DeepseekV3Model>> model = DeepseekV3Model::Load(model_dir, load);
+      if (!model.ok()) {
+        spdlog::warn("placement {}: {}", placement->version, model.status().ToString());
+        continue;
+      }
+      if (epoch.load() != current_epoch) continue;  // the group re-formed meanwhile
+      absl::MutexLock lock(&models_mu);
+      staged = *std::move(model);
+      staged_version = placement->version;
+      engine.StagePlacement(staged.get(), staged_version);
+      done = placement->version;
+      spdlog::info("placement {} loaded in {} ms; switching when every rank has it",
+                   staged_version, absl::ToInt64Milliseconds(absl::Now() - start));
+    }
+  }
 
   void Heartbeats() {
     while (!stopping.load()) {
@@ -67,6 +107,15 @@ struct GroupLoop {
         spdlog::info("router moved to epoch {} (this rank runs {}): re-joining", beat->epoch,
                      current);
         rejoin = true;
+      }
+      if (beat.ok() && beat->known) {
+        if (beat->placement_version > engine.placement_version()) {
+          wanted_version = beat->placement_version;
+        }
+        if (beat->max_tokens_per_step > 0) {
+          engine.SetBudget(beat->max_tokens_per_step, beat->prefill_chunk_tokens);
+          metrics.SetBudget(beat->max_tokens_per_step);
+        }
       }
     }
   }
@@ -130,7 +179,14 @@ struct GroupLoop {
         loaded_experts = experts;
         loaded_rank = m.rank;
       }
-      engine.Bind(model.get(), comm.get());
+      engine.Bind(model.get(), comm.get(), m.placement.version);
+      {
+        absl::MutexLock lock(&models_mu);
+        staged.reset();
+        staged_version = 0;
+      }
+      rank = m.rank;
+      if (telemetry) telemetry->SetGroup(m.rank, m.epoch, m.placement.version);
       {
         absl::MutexLock lock(&identity.mu);
         identity.rank = m.rank;
@@ -155,6 +211,20 @@ struct GroupLoop {
         }
         metrics.RecordStep(*step);
         metrics.SetEngine(engine.stats());
+        if (step->switched_to != 0) {
+          // Every rank now runs the new placement: the old experts can go.
+          absl::MutexLock lock(&models_mu);
+          if (staged != nullptr && staged_version == step->switched_to) model = std::move(staged);
+          staged_version = 0;
+          {
+            absl::MutexLock id_lock(&identity.mu);
+            identity.placement_version = step->switched_to;
+          }
+          metrics.SetGroup(m.epoch, m.rank, m.world_size, step->switched_to);
+          if (telemetry) telemetry->SetGroup(m.rank, m.epoch, step->switched_to);
+          spdlog::info("epoch {}: switched to placement {}", m.epoch, step->switched_to);
+        }
+        if (telemetry) telemetry->AddStep(*step);
         if (step->stop) {
           stopping = true;
           break;
@@ -180,7 +250,8 @@ int RunWorker(int argc, char** argv) {
       "worker", argc, argv, kUsage,
       ServerFlagNames({"model", "router", "worker_id", "advertise_host", "threads", "kv_cache_mb",
                        "transport", "max_tokens_per_step", "prefill_chunk_tokens",
-                       "max_running_sequences", "collective_timeout_s"}));
+                       "max_running_sequences", "collective_timeout_s", "scheduler",
+                       "telemetry_interval_ms"}));
   absl::StatusOr<ServerAddresses> addresses = ResolveServerFlags(50061, 9401);
   process.CheckFlag(addresses.status());
   const std::string model_dir = absl::GetFlag(FLAGS_model);
@@ -245,7 +316,13 @@ int RunWorker(int argc, char** argv) {
         grpc::CreateChannel(router, grpc::InsecureChannelCredentials()), me, *config,
         identity.model);
   }
+  if (const std::string scheduler = absl::GetFlag(FLAGS_scheduler); !scheduler.empty()) {
+    loop.telemetry = std::make_unique<TelemetryReporter>(
+        grpc::CreateChannel(scheduler, grpc::InsecureChannelCredentials()),
+        absl::Milliseconds(std::max(50, absl::GetFlag(FLAGS_telemetry_interval_ms))));
+  }
   std::thread heartbeats([&loop] { loop.Heartbeats(); });
+  std::thread loader([&loop] { loop.PlacementLoader(); });
   std::thread steps([&loop] { loop.Run(); });
 
   const int code = process.Run(addresses->drain, [&] {
@@ -270,6 +347,8 @@ int RunWorker(int argc, char** argv) {
   });
   steps.join();
   heartbeats.join();
+  loader.join();
+  loop.telemetry.reset();
   return code;
 }
 

@@ -79,6 +79,12 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r)
                                 "deadline), each followed by re-forming the group.")
                           .Register(r)
                           .Add({})),
+      budget_(prometheus::BuildGauge()
+                  .Name("epinfer_worker_step_token_budget")
+                  .Help("Tokens this rank may compute per step (set by the scheduler's batch "
+                        "scaling, else the worker's --max_tokens_per_step).")
+                  .Register(r)
+                  .Add({})),
       finished_(prometheus::BuildCounter()
                     .Name("epinfer_worker_sequences_finished_total")
                     .Help("Sequences ended, by reason: length, eos, stop, cancelled, error.")

@@ -23,6 +23,7 @@ class WorkerMetrics {
   void SetEngine(const EngineStats& stats);
   void SetGroup(uint64_t epoch, int rank, int world_size, uint64_t placement_version);
   void GroupFailure() { group_failures_.Increment(); }
+  void SetBudget(int64_t max_tokens_per_step) { budget_.Set(static_cast<double>(max_tokens_per_step)); }
 
  private:
   prometheus::Registry& registry_;
@@ -39,6 +40,7 @@ class WorkerMetrics {
   prometheus::Gauge& world_size_;
   prometheus::Gauge& placement_version_;
   prometheus::Counter& group_failures_;
+  prometheus::Gauge& budget_;
   prometheus::Family<prometheus::Counter>& finished_;
   prometheus::Histogram& dispatch_seconds_;
   prometheus::Histogram& combine_seconds_;

@@ -16,14 +16,17 @@ def _add_generated_path():
 
 _add_generated_path()
 from epinfer.v1 import completion_pb2 as pb  # noqa: E402
+from epinfer.v1 import scheduler_pb2 as scheduler_pb  # noqa: E402
 from epinfer.v1 import worker_pb2 as worker_pb  # noqa: E402
 
 
 class Completions:
-    """epinfer.v1.Completions on `address`."""
+    """epinfer.v1.Completions on `address` (TLS with `credentials`, e.g.
+    grpc.ssl_channel_credentials; `metadata` on every call, e.g. the API key)."""
 
-    def __init__(self, address, metadata=None):
-        self.channel = grpc.insecure_channel(address)
+    def __init__(self, address, metadata=None, credentials=None):
+        self.channel = (grpc.secure_channel(address, credentials) if credentials
+                        else grpc.insecure_channel(address))
         self.metadata = metadata
         self._generate = self.channel.unary_stream(
             "/epinfer.v1.Completions/Generate",
@@ -82,3 +85,12 @@ def chat_request(messages, max_tokens, **sampling):
     for key, value in sampling.items():
         setattr(request.sampling, key, value)
     return request
+
+
+def scheduler_load(address, timeout_s=5):
+    """epinfer.v1.Scheduler/GetLoad: the telemetry window's imbalance."""
+    with grpc.insecure_channel(address) as channel:
+        call = channel.unary_unary("/epinfer.v1.Scheduler/GetLoad",
+                                   request_serializer=scheduler_pb.GetLoadRequest.SerializeToString,
+                                   response_deserializer=scheduler_pb.GetLoadResponse.FromString)
+        return call(scheduler_pb.GetLoadRequest(), timeout=timeout_s)

@@ -30,10 +30,27 @@ Engine::Engine(KvCache cache, const EngineOptions& options)
 
 Engine::~Engine() { FailAll(absl::CancelledError("engine shut down")); }
 
-void Engine::Bind(const DeepseekV3Model* model, Communicator* comm) {
+void Engine::Bind(const DeepseekV3Model* model, Communicator* comm, uint64_t placement_version) {
   absl::MutexLock lock(&mu_);
   model_ = model;
   comm_ = comm;
+  placement_version_ = placement_version;
+  if (staged_version_ <= placement_version) {
+    staged_model_ = nullptr;
+    staged_version_ = 0;
+  }
+}
+
+void Engine::StagePlacement(const DeepseekV3Model* model, uint64_t version) {
+  absl::MutexLock lock(&mu_);
+  if (version <= placement_version_) return;
+  staged_model_ = model;
+  staged_version_ = version;
+}
+
+uint64_t Engine::placement_version() const {
+  absl::MutexLock lock(&mu_);
+  return placement_version_;
 }
 
 int64_t Engine::vocab_size() const {
@@ -112,6 +129,17 @@ void Engine::Drain() {
   draining_ = true;
 }
 
+void Engine::SetBudget(int64_t max_tokens_per_step, int64_t prefill_chunk_tokens) {
+  absl::MutexLock lock(&mu_);
+  if (max_tokens_per_step > 0) options_.max_tokens_per_step = max_tokens_per_step;
+  if (prefill_chunk_tokens > 0) options_.prefill_chunk_tokens = prefill_chunk_tokens;
+}
+
+int64_t Engine::max_tokens_per_step() const {
+  absl::MutexLock lock(&mu_);
+  return options_.max_tokens_per_step;
+}
+
 void Engine::RequestStop() {
   absl::MutexLock lock(&mu_);
   stop_requested_ = true;
@@ -170,14 +198,15 @@ absl::StatusOr<StepReport> Engine::Step() {
   const DeepseekV3Model* model;
   Communicator* comm;
   bool stop_flag;
+  uint64_t staged_version;
   {
     absl::MutexLock lock(&mu_);
     if (model_ == nullptr || comm_ == nullptr) {
       return absl::FailedPreconditionError("engine has no model or group bound");
     }
-    model = model_;
     comm = comm_;
     stop_flag = stop_requested_;
+    staged_version = staged_version_;
     ReapCancelled();
     AdmitWaiting();
     // Decode tokens first (one per sequence, oldest first), then prefill chunks, in budget.
@@ -211,24 +240,50 @@ absl::StatusOr<StepReport> Engine::Step() {
     }
   }
 
-  // Step header: every rank's token count and stop flag.
+  // Step header: every rank's token count, stop flag and staged placement version.
   struct Header {
     int64_t tokens;
     int64_t stop;
-  } header{report.local_tokens, stop_flag ? 1 : 0};
+    uint64_t staged;
+  } header{report.local_tokens, stop_flag ? 1 : 0, staged_version};
   std::vector<uint8_t> headers;
+  absl::Duration timeout;
+  {
+    absl::MutexLock lock(&mu_);
+    timeout = options_.forward.collective_timeout;
+  }
   RETURN_IF_ERROR(comm->AllGather(
       absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(&header), sizeof header), &headers,
-      absl::Now() + options_.forward.collective_timeout));
+      absl::Now() + timeout));
   report.stop = !headers.empty();
+  uint64_t everyone_staged = UINT64_MAX;
   for (size_t r = 0; r < headers.size() / sizeof(Header); ++r) {
     Header h;
     std::memcpy(&h, headers.data() + r * sizeof(Header), sizeof h);
     report.global_tokens += h.tokens;
     report.stop = report.stop && h.stop != 0;
+    everyone_staged = std::min(everyone_staged, h.staged);
+  }
+  {
+    // Every rank has the new experts loaded: switch together, before this step's forward.
+    absl::MutexLock lock(&mu_);
+    if (staged_model_ != nullptr && everyone_staged >= staged_version_ &&
+        staged_version_ > placement_version_) {
+      model_ = staged_model_;
+      placement_version_ = staged_version_;
+      report.switched_to = staged_version_;
+      staged_model_ = nullptr;
+      staged_version_ = 0;
+    }
+    model = model_;
   }
   if (report.global_tokens == 0) {
-    if (!report.stop) std::this_thread::sleep_for(absl::ToChronoMicroseconds(options_.idle_wait));
+    absl::Duration idle;
+    {
+      absl::MutexLock lock(&mu_);
+      idle = options_.idle_wait;
+    }
+    if (!report.stop) std::this_thread::sleep_for(absl::ToChronoMicroseconds(idle));
     report.duration = absl::Now() - start;
     return report;
   }
@@ -243,11 +298,13 @@ absl::StatusOr<StepReport> Engine::Step() {
   }
   std::vector<float> logits;
   KvCache* cache;
+  ForwardOptions forward_options;
   {
     absl::MutexLock lock(&mu_);
     cache = &cache_;
+    forward_options = options_.forward;
   }
-  absl::Status forward = model->Forward(batch, *cache, *comm, options_.forward, &logits,
+  absl::Status forward = model->Forward(batch, *cache, *comm, forward_options, &logits,
                                         &report.forward);
   if (!forward.ok()) {
     // Undo the partial step: KV beyond what was cached before is simply rewritten on retry.

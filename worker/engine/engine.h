@@ -72,6 +72,7 @@ struct StepReport {
   int64_t prefill_tokens = 0;
   int64_t decode_tokens = 0;
   bool stop = false;          // every rank asked to stop: the group ends together
+  uint64_t switched_to = 0;   // non-zero: this step switched to that placement version
   absl::Duration duration;
   ForwardStats forward;
 };
@@ -90,8 +91,16 @@ class Engine {
   ~Engine();
 
   // The model and group the next steps run on (the group can change between steps: EP re-forms
-  // after a failure or a membership change; running sequences keep their KV).
-  void Bind(const DeepseekV3Model* model, Communicator* comm);
+  // after a failure or a membership change; running sequences keep their KV). `placement_version`
+  // is the version of the expert placement `model` holds.
+  void Bind(const DeepseekV3Model* model, Communicator* comm, uint64_t placement_version = 0);
+
+  // A model holding the experts of a new placement, loaded in the background. Every step header
+  // carries the newest version this rank has staged; once every rank has staged it, all ranks
+  // switch to it at the start of the same step (a placement change never splits a step).
+  void StagePlacement(const DeepseekV3Model* model, uint64_t version);
+  // The placement version the steps run on.
+  uint64_t placement_version() const;
 
   // INVALID_ARGUMENT for an empty prompt, ids outside the vocabulary, bad sampling options,
   // a prompt + max_tokens beyond the context or the KV cache; ALREADY_EXISTS for a live id;
@@ -102,6 +111,9 @@ class Engine {
   bool Cancel(const std::string& id);
   // Stops admitting new sequences (Submit answers UNAVAILABLE).
   void Drain();
+  // The step budget set by the scheduler (cross-node batch scaling); values < 1 keep the current.
+  void SetBudget(int64_t max_tokens_per_step, int64_t prefill_chunk_tokens);
+  int64_t max_tokens_per_step() const;
   // Asks the group to stop: the flag travels in every step header; once every rank has set it
   // (each after draining its own sequences), every rank's Step reports stop in the same step.
   void RequestStop();
@@ -126,7 +138,7 @@ class Engine {
   void Preempt(Sequence& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status ValidateRequest(const SequenceRequest& r) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  const EngineOptions options_;
+  EngineOptions options_ ABSL_GUARDED_BY(mu_);
   mutable absl::Mutex mu_;
   KvCache cache_ ABSL_GUARDED_BY(mu_);
   const DeepseekV3Model* model_ ABSL_GUARDED_BY(mu_) = nullptr;
@@ -136,6 +148,9 @@ class Engine {
   std::vector<Sequence*> running_ ABSL_GUARDED_BY(mu_);  // admission order
   uint64_t next_order_ ABSL_GUARDED_BY(mu_) = 0;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t placement_version_ ABSL_GUARDED_BY(mu_) = 0;
+  const DeepseekV3Model* staged_model_ ABSL_GUARDED_BY(mu_) = nullptr;
+  uint64_t staged_version_ ABSL_GUARDED_BY(mu_) = 0;
   bool stop_requested_ ABSL_GUARDED_BY(mu_) = false;
 };
 

@@ -1,0 +1,44 @@
+#include "scheduler/scheduler_service.h"
+
+#include <algorithm>
+
+namespace epinfer {
+
+grpc::Status SchedulerService::ReportTelemetry(grpc::ServerContext*,
+                                               grpc::ServerReader<v1::TelemetryReport>* reader,
+                                               v1::TelemetryAck* ack) {
+  v1::TelemetryReport report;
+  uint64_t n = 0;
+  while (reader->Read(&report)) {
+    if (report.layers_size() > 4096 || report.slot_load_size() > 4096) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "report: more than 4096 layers");
+    }
+    window_.Add(report, absl::Now());
+    ++n;
+    reports_.fetch_add(1);
+  }
+  ack->set_reports(n);
+  return grpc::Status::OK;
+}
+
+grpc::Status SchedulerService::GetLoad(grpc::ServerContext*, const v1::GetLoadRequest*,
+                                       v1::GetLoadResponse* response) {
+  const LoadSnapshot s = window_.Snapshot(absl::Now());
+  response->set_window_reports(static_cast<uint64_t>(s.reports));
+  response->set_placement_version(s.placement_version);
+  int ranks = 0;
+  for (const auto& [rank, version] : s.rank_placement_version) {
+    ranks = std::max(ranks, static_cast<int>(rank) + 1);
+  }
+  std::map<uint32_t, double> total;
+  for (const auto& [layer, per_rank] : s.rank_load) {
+    v1::LayerImbalance* l = response->add_layers();
+    l->set_layer(layer);
+    l->set_imbalance(Imbalance(per_rank, ranks));
+    for (const auto& [rank, load] : per_rank) total[rank] += load;
+  }
+  response->set_imbalance(Imbalance(total, ranks));
+  return grpc::Status::OK;
+}
+
+}  // namespace epinfer
