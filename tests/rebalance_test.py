@@ -149,6 +149,11 @@ class RebalanceTest(unittest.TestCase):
         metrics = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.scheduler_metrics,
                                          timeout=5).read().decode()
         self.assertRegex(metrics, r"epinfer_scheduler_rebalances_total [1-9]")
+        durations = re.search(r"^epinfer_scheduler_rebalance_duration_seconds_sum (\S+)$", metrics, re.M)
+        counts = re.search(r"^epinfer_scheduler_rebalance_duration_seconds_count (\S+)$", metrics, re.M)
+        if durations and counts and float(counts.group(1)) > 0:
+            print("live rebalance: %.3f s from proposal to every rank switched (mean of %d)" %
+                  (float(durations.group(1)) / float(counts.group(1)), int(float(counts.group(1)))))
         self.assertIn('epinfer_scheduler_rebalance_imbalance{when="before"}', metrics)
 
     def test_serving_survives_the_scheduler_and_telemetry_resumes(self):
