@@ -19,6 +19,7 @@
 
 ABSL_DECLARE_FLAG(int, workers);
 ABSL_DECLARE_FLAG(int, port);
+ABSL_DECLARE_FLAG(int, http_port);
 ABSL_FLAG(std::string, run_dir, "",
           "serve: where the components' logs go; default a new /tmp/epinfer-serve-XXXXXX.");
 ABSL_FLAG(int, threads_per_worker, 1, "serve: compute threads of each worker.");
@@ -29,7 +30,7 @@ ABSL_FLAG(bool, restart_workers, true, "serve: restart a worker that exits unexp
 namespace epinfer {
 namespace {
 
-constexpr char kUsage[] = "--model DIR --workers N [--port P]";
+constexpr char kUsage[] = "--model DIR --workers N [--port P] [--http_port H]";
 
 // A started component and the ports its "listening" line announced.
 struct Component {
@@ -136,6 +137,10 @@ absl::Status Serve(ShutdownSignal& signal) {
                               absl::StrCat("--port=", port), "--cluster_port=0"},
                    run_dir + "/router.log"};
   router.argv.insert(router.argv.end(), local.begin(), local.end());
+  if (const int http = absl::GetFlag(FLAGS_http_port); http != -1) {
+    if (http < 0 || http > 65535) return absl::InvalidArgumentError("--http_port must be in 0..65535 or -1");
+    router.argv.push_back(absl::StrCat("--http_port=", http));
+  }
   if (absl::Status s = Start(router); !s.ok()) return s;
   if (absl::Status s = WaitListening(router, deadline); !s.ok()) return s;
   const std::string cluster = absl::StrCat("127.0.0.1:", router.ports["cluster"]);
@@ -167,8 +172,9 @@ absl::Status Serve(ShutdownSignal& signal) {
   if (const std::string path = absl::GetFlag(FLAGS_prometheus_targets); !path.empty()) {
     if (absl::Status s = WriteTargets(path, all); !s.ok()) return s;
   }
-  std::cerr << "serve listening grpc=" << target << " cluster=" << cluster << " workers=" << workers
-            << " logs=" << run_dir << std::endl;
+  std::cerr << "serve listening grpc=" << target << " cluster=" << cluster;
+  if (router.ports.count("http")) std::cerr << " http=127.0.0.1:" << router.ports["http"];
+  std::cerr << " workers=" << workers << " logs=" << run_dir << std::endl;
 
   // Supervise until Ctrl-C / SIGTERM: a worker that dies is restarted (it rejoins the group);
   // the router or the scheduler dying ends the cluster.
@@ -201,8 +207,9 @@ absl::Status Serve(ShutdownSignal& signal) {
 
 int RunServe(int argc, char** argv) {
   ShutdownSignal signal;  // before any thread or child starts
-  const std::vector<std::string> flags = {"model", "workers", "port", "run_dir", "threads_per_worker",
-                                          "kv_cache_mb", "prometheus_targets", "restart_workers"};
+  const std::vector<std::string> flags = {"model", "workers", "port", "http_port", "run_dir",
+                                          "threads_per_worker", "kv_cache_mb",
+                                          "prometheus_targets", "restart_workers"};
   std::vector<std::string> args = ParseFlagsOrExit(argc, argv, kUsage, flags);
   if (!args.empty()) ExitWithUsageError("serve", kUsage, "unexpected argument " + args[0], flags);
   absl::Status status = Serve(signal);

@@ -1,6 +1,7 @@
 #include "common/server_process.h"
 
 #include <cstdlib>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "common/flags.h"
@@ -53,10 +54,18 @@ absl::StatusOr<GrpcServer*> ServerProcess::Serve(
   return endpoints_.back().server.get();
 }
 
+void ServerProcess::AddEndpoint(std::string name, const std::string& address, int port,
+                                std::function<void(absl::Duration)> shutdown) {
+  other_endpoints_.push_back({std::move(name), HostOf(address), port, std::move(shutdown)});
+}
+
 int ServerProcess::Run(absl::Duration drain, const std::function<void()>& before_drain) {
   std::string line = absl::StrCat(component_, " listening");
   for (const Endpoint& e : endpoints_) {
     absl::StrAppend(&line, " ", e.name, "=", e.host, ":", e.server->ports().front());
+  }
+  for (const OtherEndpoint& e : other_endpoints_) {
+    absl::StrAppend(&line, " ", e.name, "=", e.host, ":", e.port);
   }
   if (metrics_ != nullptr) absl::StrAppend(&line, " metrics=", metrics_host_, ":", metrics_->port());
   spdlog::info("{}", line);
@@ -72,7 +81,12 @@ int ServerProcess::Run(absl::Duration drain, const std::function<void()>& before
                absl::FormatDuration(drain));
   for (Endpoint& e : endpoints_) e.server->SetServing(false);
   if (before_drain) before_drain();
+  std::vector<std::thread> others;  // drain alongside the gRPC servers, not after them
+  for (OtherEndpoint& e : other_endpoints_) {
+    others.emplace_back([&e, drain] { e.shutdown(drain); });
+  }
   for (Endpoint& e : endpoints_) e.server->Shutdown(drain);
+  for (std::thread& t : others) t.join();
   spdlog::info("{} stopped", component_);
   return 0;
 }

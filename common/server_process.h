@@ -38,8 +38,13 @@ class ServerProcess {
                                     std::vector<grpc::Service*> services,
                                     std::shared_ptr<grpc::ServerCredentials> credentials = nullptr);
 
+  // An endpoint served by something other than gRPC (the router's OpenAI HTTP port): named in
+  // the "listening" line; on the signal, `shutdown(drain)` runs alongside the gRPC servers' drain.
+  void AddEndpoint(std::string name, const std::string& address, int port,
+                   std::function<void(absl::Duration)> shutdown);
+
   // Logs "<component> listening name=host:port ... metrics=host:port", then waits for SIGINT or
-  // SIGTERM. On the signal: `before_drain` (stop admitting, finish work), then every gRPC server
+  // SIGTERM. On the signal: `before_drain` (stop admitting, finish work), then every server
   // drains for at most `drain`. Returns the exit code (0).
   int Run(absl::Duration drain, const std::function<void()>& before_drain = nullptr);
 
@@ -59,6 +64,13 @@ class ServerProcess {
     std::unique_ptr<GrpcServer> server;
   };
   std::vector<Endpoint> endpoints_;
+  struct OtherEndpoint {
+    std::string name;
+    std::string host;
+    int port;
+    std::function<void(absl::Duration)> shutdown;
+  };
+  std::vector<OtherEndpoint> other_endpoints_;
 };
 
 // "host" of a "host:port" address ("[::1]:0" → "[::1]").

@@ -13,6 +13,7 @@
 #include "router/cluster_service.h"
 #include "router/completions.h"
 #include "router/completions_service.h"
+#include "router/openai_http.h"
 #include "router/router_metrics.h"
 #include "router/routing_policy.h"
 #include "spdlog/spdlog.h"
@@ -42,6 +43,11 @@ ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA bundle: when set, clients must present a certificate it signed (mTLS).");
 ABSL_FLAG(std::string, api_key_file, "",
           "File holding the API key clients must send (authorization: Bearer <key>).");
+ABSL_FLAG(int, http_port, -1,
+          "Port of the OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, "
+          "/v1/models) on --bind; -1: off, 0 picks a free port.");
+ABSL_FLAG(int, http_timeout_s, 600,
+          "Deadline of each HTTP API request (the OpenAI API carries none of its own).");
 
 namespace epinfer {
 namespace {
@@ -89,12 +95,23 @@ int RunRouter(int argc, char** argv) {
                        "max_concurrent_requests", "queue_timeout_s", "heartbeat_interval_ms",
                        "group_settle_ms", "redundant_slots_per_rank", "tls_cert", "tls_key",
                        "tls_client_ca",
-                       "api_key_file"}));
+                       "api_key_file", "http_port", "http_timeout_s"}));
   absl::StatusOr<ServerAddresses> addresses = ResolveServerFlags(50051, 9400);
   process.CheckFlag(addresses.status());
   absl::StatusOr<std::string> cluster_address =
       ListenAddress(addresses->internal, absl::GetFlag(FLAGS_cluster_port), "cluster_port");
   process.CheckFlag(cluster_address.status());
+  const int http_port = absl::GetFlag(FLAGS_http_port);
+  std::string http_address;
+  if (http_port != -1) {
+    absl::StatusOr<std::string> address =
+        ListenAddress(HostOf(addresses->grpc), http_port, "http_port");
+    process.CheckFlag(address.status());
+    http_address = *address;
+  }
+  if (absl::GetFlag(FLAGS_http_timeout_s) < 1) {
+    process.CheckFlag(absl::InvalidArgumentError("--http_timeout_s must be >= 1"));
+  }
   const std::string model_dir = absl::GetFlag(FLAGS_model);
   if (model_dir.empty()) process.CheckFlag(absl::InvalidArgumentError("--model is required"));
   const int workers = absl::GetFlag(FLAGS_workers);
@@ -153,12 +170,29 @@ int RunRouter(int argc, char** argv) {
       process.Serve("grpc", addresses->grpc, {&completions_service}, *credentials);
   process.CheckStartup(public_server.status());
   process.CheckStartup(process.Serve("cluster", *cluster_address, {&cluster_service}).status());
+  std::unique_ptr<OpenAiHttpServer> http;
+  if (!http_address.empty()) {
+    OpenAiHttpOptions http_options;
+    http_options.api_key = api_key;
+    http_options.request_timeout = absl::Seconds(absl::GetFlag(FLAGS_http_timeout_s));
+    // Enough connections that the admission limit, not the HTTP thread pool, answers a burst.
+    http_options.threads = std::min(completion_options.max_concurrent_requests, 1024) + 16;
+    absl::StatusOr<std::unique_ptr<OpenAiHttpServer>> started =
+        OpenAiHttpServer::Start(http_address, completions, &metrics, http_options);
+    process.CheckStartup(started.status());
+    http = *std::move(started);
+    process.AddEndpoint("http", http_address, http->port(),
+                        [&http](absl::Duration drain) { http->Shutdown(drain); });
+  }
 
-  // Health: NOT_SERVING only while no worker is alive.
+  // Health: NOT_SERVING only while no worker is alive; set once before the "listening" line, so
+  // that a client that waits for it never sees the server's initial SERVING.
+  auto serving = [&] { return cluster.LiveWorkers() > 0 || cluster.ServingGroup().has_value(); };
+  (*public_server)->SetServing(serving());
   std::atomic<bool> stop{false};
   std::thread health([&] {
     while (!stop.load()) {
-      (*public_server)->SetServing(cluster.LiveWorkers() > 0 || cluster.ServingGroup().has_value());
+      (*public_server)->SetServing(serving());
       if (auto group = cluster.ServingGroup()) {
         metrics.live_workers().Set(static_cast<double>(group->members.size()));
         metrics.epoch().Set(static_cast<double>(group->epoch));

@@ -8,7 +8,6 @@ and the field named; a full admission queue; a killed worker answers UNAVAILABLE
 router keeps serving and takes the worker back when it restarts; /metrics token counters equal
 what the clients received."""
 import os
-import re
 import signal
 import sys
 import tempfile
@@ -21,74 +20,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib
 import grpc  # noqa: E402
 import epinfer_client as client  # noqa: E402
 import grpc_raw  # noqa: E402
-import procs  # noqa: E402
+from cluster import Cluster, epinfer, make_tiny_model, metric as counter  # noqa: E402
 
 pb = client.pb
-CORPUS = ("epinfer serves DeepSeek models with expert parallelism. The router streams tokens; "
-          "workers exchange activations over UCX. Hello world, hello tokens! 12345 67890.\n") * 40
-
-
-def epinfer(*args, timeout_s=300):
-    return procs.run([procs.runfile("cli/epinfer")] + [str(a) for a in args], timeout_s=timeout_s)
-
-
-class Cluster:
-    """A router and N workers on 127.0.0.1, each a real process."""
-
-    def __init__(self, model, workers=2, router_flags=()):
-        self.model = model
-        self.router = procs.Process([
-            procs.runfile("cli/epinfer"), "router", "--model=" + model, "--workers=%d" % workers,
-            "--bind=127.0.0.1", "--port=0", "--cluster_port=0", "--metrics_port=0",
-            "--heartbeat_interval_ms=200", "--group_settle_ms=1000", "--queue_timeout_s=20",
-            "--drain_timeout_s=2"] + list(router_flags))
-        ports = self.router.wait_listening()
-        self.address = "127.0.0.1:%d" % ports["grpc"]
-        self.cluster_address = "127.0.0.1:%d" % ports["cluster"]
-        self.metrics_port = ports["metrics"]
-        self.workers = [self.start_worker(i) for i in range(workers)]
-        self.wait_ranks(workers)
-
-    def start_worker(self, i):
-        p = procs.Process([
-            procs.runfile("cli/epinfer"), "worker", "--model=" + self.model,
-            "--router=" + self.cluster_address, "--worker_id=worker-%d" % i, "--bind=127.0.0.1",
-            "--port=0", "--metrics_port=0", "--threads=1", "--kv_cache_mb=64",
-            "--drain_timeout_s=2", "--collective_timeout_s=10"])
-        p.ports = p.wait_listening()
-        return p
-
-    def worker_address(self, i):
-        return "127.0.0.1:%d" % self.workers[i].ports["grpc"]
-
-    def wait_ranks(self, n, timeout_s=60):
-        api = client.Completions(self.address)
-        deadline = time.monotonic() + timeout_s
-        try:
-            while time.monotonic() < deadline:
-                try:
-                    if api.list_models().models[0].num_ranks == n:
-                        return
-                except grpc.RpcError:
-                    pass
-                time.sleep(0.1)
-        finally:
-            api.close()
-        raise TimeoutError("no serving group of %d ranks:\n%s" % (n, self.router.output()))
-
-    def metrics(self):
-        url = "http://127.0.0.1:%d/metrics" % self.metrics_port
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.read().decode()
-
-    def stop(self):
-        for p in self.workers + [self.router]:
-            p.kill()
-
-
-def counter(text, name):
-    match = re.search(r"^%s (\S+)$" % re.escape(name), text, re.M)
-    return float(match.group(1)) if match else 0.0
 
 
 class ServingTest(unittest.TestCase):
@@ -96,13 +30,7 @@ class ServingTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(dir=os.environ.get("TEST_TMPDIR"))
-        cls.model = os.path.join(cls.tmp, "tiny")
-        corpus = os.path.join(cls.tmp, "corpus.txt")
-        with open(corpus, "w") as f:
-            f.write(CORPUS)
-        code, _, err = epinfer("make-model", "--preset=tiny", "--dtype=bf16", "--seed=3",
-                               "--out=" + cls.model, "--tokenizer-corpus=" + corpus)
-        assert code == 0, err
+        cls.model = make_tiny_model(cls.tmp)
         cls.cluster = Cluster(cls.model, workers=2, router_flags=["--max_concurrent_requests=4"])
         cls.api = client.Completions(cls.cluster.address)
 
@@ -194,14 +122,7 @@ class ServingTest(unittest.TestCase):
         self.assert_blocks_freed()
 
     def assert_blocks_freed(self, timeout_s=15):
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            infos = [client.worker_info(self.cluster.worker_address(i)) for i in range(2)]
-            if all(i.kv_cache.blocks_free == i.kv_cache.blocks_total and i.running_sequences == 0
-                   for i in infos):
-                return
-            time.sleep(0.05)
-        self.fail("KV blocks not freed: %s" % infos)
+        self.cluster.assert_blocks_freed(self, timeout_s)
 
     def test_05_a_deadline_ends_the_request_and_frees_its_blocks(self):
         with self.assertRaises(grpc.RpcError) as caught:

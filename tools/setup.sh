@@ -15,7 +15,7 @@ packages=(
   libopenblas-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev python3 python3-numpy python3-grpcio python3-protobuf
-  prometheus python3-yaml curl nodejs npm
+  prometheus python3-yaml curl nodejs npm openssl
 )
 
 missing=()

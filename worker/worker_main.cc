@@ -145,16 +145,6 @@ struct GroupLoop {
         }
         m = *std::move(joined);
         heartbeat_ms = absl::ToInt64Milliseconds(m.heartbeat_interval);
-        auto rendezvous = client->RendezvousFor(m);
-        absl::StatusOr<std::unique_ptr<Communicator>> ucx =
-            MakeUcxCommunicator(m.rank, m.world_size, *rendezvous, absl::Now() + absl::Seconds(30));
-        if (!ucx.ok()) {
-          spdlog::warn("epoch {}: communicator: {}", m.epoch, ucx.status().ToString());
-          metrics.GroupFailure();
-          std::this_thread::sleep_for(std::chrono::milliseconds(200));
-          continue;
-        }
-        comm = *std::move(ucx);
       }
       // Reload only when this rank's experts changed.
       std::vector<std::vector<int32_t>> experts;
@@ -178,6 +168,20 @@ struct GroupLoop {
         model = *std::move(loaded);
         loaded_experts = experts;
         loaded_rank = m.rank;
+      }
+      // Publish this rank's address (which completes the group) only once its experts are
+      // loaded, so the router never routes to a rank that cannot compute yet.
+      if (client != nullptr) {
+        auto rendezvous = client->RendezvousFor(m);
+        absl::StatusOr<std::unique_ptr<Communicator>> ucx =
+            MakeUcxCommunicator(m.rank, m.world_size, *rendezvous, absl::Now() + absl::Seconds(30));
+        if (!ucx.ok()) {
+          spdlog::warn("epoch {}: communicator: {}", m.epoch, ucx.status().ToString());
+          metrics.GroupFailure();
+          std::this_thread::sleep_for(std::chrono::milliseconds(200));
+          continue;
+        }
+        comm = *std::move(ucx);
       }
       engine.Bind(model.get(), comm.get(), m.placement.version);
       {
