@@ -170,7 +170,10 @@ absl::Status Forward() {
     std::vector<absl::StatusOr<std::vector<float>>> results(ep, std::vector<float>());
     std::vector<std::thread> threads;
     for (int r = 0; r < ep; ++r) {
-      threads.emplace_back([&, r] { results[r] = RunForwardJob(job, *ranks[r]); });
+      threads.emplace_back([&, r] {
+        SetKernelThreads(absl::GetFlag(FLAGS_threads));  // per thread in OpenMP
+        results[r] = RunForwardJob(job, *ranks[r]);
+      });
     }
     for (auto& t : threads) t.join();
     for (int r = 0; r < ep; ++r) {

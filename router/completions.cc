@@ -245,10 +245,12 @@ absl::Status Completions::Run(const v1::CompletionRequest& request, const CallCo
     }
     for (uint32_t t : ids) chunk.add_token_ids(t);
     for (const auto& lp : logprobs) *chunk.add_logprobs() = lp;
-    response->mutable_text()->append(chunk.text());
-    response->mutable_reasoning_content()->append(chunk.reasoning_content());
-    for (uint32_t t : ids) response->add_token_ids(t);
-    for (const auto& lp : logprobs) *response->add_logprobs() = lp;
+    if (call.assemble_response) {
+      response->mutable_text()->append(chunk.text());
+      response->mutable_reasoning_content()->append(chunk.reasoning_content());
+      for (uint32_t t : ids) response->add_token_ids(t);
+      for (const auto& lp : logprobs) *response->add_logprobs() = lp;
+    }
     if (last) {
       chunk.set_finish_reason(finish);
       *chunk.mutable_usage() = usage;
@@ -261,10 +263,12 @@ absl::Status Completions::Run(const v1::CompletionRequest& request, const CallCo
   while (!stopped_here && reader->Read(&event)) {
     if (event.has_tokens()) {
       const v1::TokenEvent& tokens = event.tokens();
+      // Token by token: a stop string ends the answer at the token that completes it, however
+      // many tokens the worker sent in one message.
       std::string text;
       std::vector<uint32_t> ids;
       std::vector<v1::TokenLogprob> logprobs;
-      for (int i = 0; i < tokens.token_ids_size(); ++i) {
+      for (int i = 0; i < tokens.token_ids_size() && !stopped_here; ++i) {
         const int32_t token = static_cast<int32_t>(tokens.token_ids(i));
         const absl::Time now = absl::Now();
         if (metrics_) {
@@ -287,20 +291,19 @@ absl::Status Completions::Run(const v1::CompletionRequest& request, const CallCo
           }
           logprobs.push_back(std::move(lp));
         }
-        if (decoder) {
-          absl::StatusOr<std::string> piece = decoder->Push(token);
-          if (piece.ok()) text += *piece;
+        std::string piece;
+        if (decoder) piece = decoder->Push(token).value_or("");
+        StopMatcher::Result matched = stops.Push(piece);
+        text += matched.emit;
+        if (matched.matched) {
+          finish = v1::FINISH_REASON_STOP;
+          response->set_matched_stop(*matched.matched);
+          stopped_here = true;
+          context->TryCancel();  // the worker frees the sequence
         }
       }
-      StopMatcher::Result matched = stops.Push(text);
       usage.set_completion_tokens(usage.completion_tokens() + static_cast<uint32_t>(ids.size()));
-      if (matched.matched) {
-        finish = v1::FINISH_REASON_STOP;
-        response->set_matched_stop(*matched.matched);
-        stopped_here = true;
-        context->TryCancel();  // the worker frees the sequence
-      }
-      emit(matched.emit, ids, logprobs, false);
+      emit(text, ids, logprobs, false);
       if (client_gone) {
         stopped_here = true;
         context->TryCancel();

@@ -46,6 +46,8 @@ struct CallControl {
   grpc::ServerContext* server_context = nullptr;
   absl::Time deadline = absl::InfiniteFuture();
   std::function<bool()> cancelled;
+  // A streaming front end that forwards every chunk needs no assembled copy of the answer.
+  bool assemble_response = true;
 };
 
 struct CompletionsOptions {
@@ -63,8 +65,9 @@ class Completions {
   Completions(const ServedModel& model, ClusterMap& cluster, std::unique_ptr<RoutingPolicy> policy,
               RouterMetrics* metrics, CompletionsOptions options);
 
-  // Runs one request: every chunk goes to `stream` (may be null), and the whole answer is
-  // assembled into `response`. The status is what the client gets.
+  // Runs one request: every chunk goes to `stream` (may be null), and unless
+  // call.assemble_response is false the whole answer is assembled into `response`. The status is
+  // what the client gets.
   absl::Status Run(const v1::CompletionRequest& request, const CallControl& call,
                    CompletionSink* stream, v1::CompletionResponse* response);
 

@@ -77,6 +77,7 @@ grpc::Status CompletionsService::Generate(grpc::ServerContext* context,
   CallControl call;
   call.server_context = context;
   call.deadline = DeadlineOf(context);
+  call.assemble_response = false;
   v1::CompletionResponse unused;
   return Finish("Generate", completions_.Run(*request, call, &sink, &unused));
 }

@@ -327,7 +327,11 @@ int RunWorker(int argc, char** argv) {
   }
   std::thread heartbeats([&loop] { loop.Heartbeats(); });
   std::thread loader([&loop] { loop.PlacementLoader(); });
-  std::thread steps([&loop] { loop.Run(); });
+  // OpenMP's thread count is per calling thread: the step thread runs the kernels, so it sets it.
+  std::thread steps([&loop] {
+    SetKernelThreads(absl::GetFlag(FLAGS_threads));
+    loop.Run();
+  });
 
   const int code = process.Run(addresses->drain, [&] {
     // Stop admitting, let running sequences finish (bounded), then leave the group together.

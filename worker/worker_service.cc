@@ -2,6 +2,7 @@
 
 #include <deque>
 #include <memory>
+#include <optional>
 
 #include "common/grpc_status.h"
 
@@ -80,46 +81,52 @@ grpc::Status WorkerService::Submit(grpc::ServerContext* context, const v1::Submi
       queue->mu.AwaitWithTimeout(absl::Condition(&ready), absl::Milliseconds(50));
       batch.swap(queue->events);
     }
+    // Everything queued since the last wake-up travels as one message: one Write per batch of
+    // tokens, not per token.
+    v1::SubmitEvent tokens_out;
+    v1::TokenEvent* tokens = tokens_out.mutable_tokens();
+    std::optional<SequenceEvent> finished;
     for (SequenceEvent& event : batch) {
       if (!event.error.ok()) {
         if (metrics_) metrics_->RecordFinish("error");
         return ToGrpcStatus(event.error);
       }
-      if (!event.tokens.empty()) {
-        v1::SubmitEvent out;
-        v1::TokenEvent* tokens = out.mutable_tokens();
-        for (const SampledToken& t : event.tokens) {
-          tokens->add_token_ids(static_cast<uint32_t>(t.token));
-          if (want_logprobs) {
-            v1::TokenLogprob* lp = tokens->add_logprobs();
-            lp->set_token_id(static_cast<uint32_t>(t.token));
-            lp->set_logprob(t.logprob);
-            for (const auto& [id, logprob] : t.top) {
-              v1::TopLogprob* top = lp->add_top();
-              top->set_token_id(static_cast<uint32_t>(id));
-              top->set_logprob(logprob);
-            }
+      for (const SampledToken& t : event.tokens) {
+        tokens->add_token_ids(static_cast<uint32_t>(t.token));
+        if (want_logprobs) {
+          v1::TokenLogprob* lp = tokens->add_logprobs();
+          lp->set_token_id(static_cast<uint32_t>(t.token));
+          lp->set_logprob(t.logprob);
+          for (const auto& [id, logprob] : t.top) {
+            v1::TopLogprob* top = lp->add_top();
+            top->set_token_id(static_cast<uint32_t>(id));
+            top->set_logprob(logprob);
           }
-        }
-        if (!cancel_sent && !writer->Write(out)) {
-          engine_.Cancel(r.id);  // the caller is gone
-          cancel_sent = true;
         }
       }
       if (event.finish) {
-        if (metrics_) metrics_->RecordFinish(ReasonName(*event.finish));
-        if (*event.finish == SequenceFinish::kCancelled && context->IsCancelled()) {
-          return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the caller");
-        }
-        v1::SubmitEvent out;
-        v1::FinishEvent* finish = out.mutable_finish();
-        finish->set_reason(ToProto(*event.finish));
-        finish->mutable_usage()->set_prompt_tokens(static_cast<uint32_t>(event.prompt_tokens));
-        finish->mutable_usage()->set_completion_tokens(static_cast<uint32_t>(event.completion_tokens));
-        if (event.matched_stop_token) finish->set_matched_stop_token_id(*event.matched_stop_token);
-        writer->Write(out);
-        return grpc::Status::OK;
+        finished = std::move(event);
+        break;
       }
+    }
+    if (tokens->token_ids_size() > 0 && !cancel_sent && !writer->Write(tokens_out)) {
+      engine_.Cancel(r.id);  // the caller is gone
+      cancel_sent = true;
+    }
+    if (finished) {
+      const SequenceEvent& event = *finished;
+      if (metrics_) metrics_->RecordFinish(ReasonName(*event.finish));
+      if (*event.finish == SequenceFinish::kCancelled && context->IsCancelled()) {
+        return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the caller");
+      }
+      v1::SubmitEvent out;
+      v1::FinishEvent* finish = out.mutable_finish();
+      finish->set_reason(ToProto(*event.finish));
+      finish->mutable_usage()->set_prompt_tokens(static_cast<uint32_t>(event.prompt_tokens));
+      finish->mutable_usage()->set_completion_tokens(static_cast<uint32_t>(event.completion_tokens));
+      if (event.matched_stop_token) finish->set_matched_stop_token_id(*event.matched_stop_token);
+      writer->Write(out);
+      return grpc::Status::OK;
     }
     // The caller cancelled or its deadline passed: cancel the sequence (frees its KV blocks at
     // the next step) and wait for the engine's confirmation.

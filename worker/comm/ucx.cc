@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <deque>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -65,6 +66,14 @@ class UcxCommunicator : public Communicator {
     ucp_config_t* config = nullptr;
     absl::Status status = UcxStatus(ucp_config_read(nullptr, nullptr, &config), "ucp_config_read");
     if (!status.ok()) return status;
+    // Peer failure detection (UCP_ERR_HANDLING_MODE_PEER) rules out the shared-memory
+    // transports unless they handle errors too; without this, ranks on one host talk TCP.
+    // An explicit UCX_* environment setting wins.
+    for (const char* key : {"POSIX_ERROR_HANDLING", "SYSV_ERROR_HANDLING"}) {
+      if (std::getenv(absl::StrCat("UCX_", key).c_str()) == nullptr) {
+        ucp_config_modify(config, key, "y");
+      }
+    }
     ucp_params_t params{};
     params.field_mask = UCP_PARAM_FIELD_FEATURES;
     params.features = UCP_FEATURE_TAG;
@@ -160,7 +169,7 @@ class UcxCommunicator : public Communicator {
                         const char* what) {
     if (!broken_.ok()) return broken_;
     const uint64_t seq = ++seq_;
-    recv->assign(static_cast<size_t>(size_), {});
+    recv->resize(static_cast<size_t>(size_));  // keeps the buffers' capacity across calls
     (*recv)[rank_].assign(send[rank_].begin(), send[rank_].end());
     std::vector<void*> requests;
     ucp_request_param_t param{};

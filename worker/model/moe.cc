@@ -1,6 +1,7 @@
 #include "worker/model/moe.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 
@@ -28,6 +29,7 @@ DispatchLayout BuildDispatchLayout(const int32_t* experts, const float* weights,
   DispatchLayout layout;
   layout.num_ranks = placement.num_ranks;
   layout.top_k = top_k;
+  layout.num_tokens = num_tokens;
   layout.tokens.resize(static_cast<size_t>(placement.num_ranks));
   layout.entries.resize(static_cast<size_t>(placement.num_ranks));
   std::vector<int64_t> row_of_rank(static_cast<size_t>(placement.num_ranks));
@@ -63,6 +65,66 @@ int64_t ActivationBytes(int64_t hidden, DType dtype) {
   }
 }
 
+namespace {
+
+// All 256 E4M3 codes as float: decoding is a table lookup times the group's scale.
+const std::array<float, 256>& Fp8Table() {
+  static const std::array<float, 256> table = [] {
+    std::array<float, 256> t{};
+    for (int c = 0; c < 256; ++c) t[c] = F8E4M3ToF32(static_cast<uint8_t>(c));
+    return t;
+  }();
+  return table;
+}
+
+template <bool kAdd>
+void Decode(const uint8_t* in, int64_t hidden, DType dtype, float* x) {
+  if (dtype == DType::kBF16) {
+    for (int64_t i = 0; i < hidden; ++i) {
+      uint16_t b;
+      std::memcpy(&b, in + 2 * i, 2);
+      const float v = Bf16ToF32(b);
+      x[i] = kAdd ? x[i] + v : v;
+    }
+  } else if (dtype == DType::kF8E4M3) {
+    const std::array<float, 256>& table = Fp8Table();
+    const int64_t groups = (hidden + kFp8BlockSize - 1) / kFp8BlockSize;
+    const uint8_t* q = in + groups * 4;
+    for (int64_t g = 0; g < groups; ++g) {
+      float scale;
+      std::memcpy(&scale, in + g * 4, 4);
+      const int64_t begin = g * kFp8BlockSize, end = std::min(hidden, begin + kFp8BlockSize);
+      for (int64_t i = begin; i < end; ++i) {
+        const float v = table[q[i]] * scale;
+        x[i] = kAdd ? x[i] + v : v;
+      }
+    }
+  } else if (kAdd) {
+    for (int64_t i = 0; i < hidden; ++i) {
+      float v;
+      std::memcpy(&v, in + 4 * i, 4);
+      x[i] += v;
+    }
+  } else {
+    std::memcpy(x, in, hidden * sizeof(float));
+  }
+}
+
+// Per-thread buffers reused across layers and steps (each rank steps on one thread), so large
+// all-to-alls do not map and zero fresh memory every call.
+struct Scratch {
+  std::vector<uint8_t> encoded;
+  std::vector<std::vector<uint8_t>> send;
+  std::vector<std::vector<uint8_t>> received;
+};
+
+Scratch& ThreadScratch() {
+  static thread_local Scratch scratch;
+  return scratch;
+}
+
+}  // namespace
+
 void EncodeActivations(const float* x, int64_t hidden, DType dtype, uint8_t* out) {
   if (dtype == DType::kBF16) {
     for (int64_t i = 0; i < hidden; ++i) {
@@ -77,8 +139,9 @@ void EncodeActivations(const float* x, int64_t hidden, DType dtype, uint8_t* out
       float amax = 0;
       for (int64_t i = begin; i < end; ++i) amax = std::max(amax, std::fabs(x[i]));
       const float scale = amax > 0 ? amax / 448.0f : 1.0f;
+      const float inverse = 1.0f / scale;
       std::memcpy(out + g * 4, &scale, 4);
-      for (int64_t i = begin; i < end; ++i) q[i] = F32ToF8E4M3(x[i] / scale);
+      for (int64_t i = begin; i < end; ++i) q[i] = F32ToF8E4M3(x[i] * inverse);
     }
   } else {
     std::memcpy(out, x, hidden * sizeof(float));
@@ -86,24 +149,11 @@ void EncodeActivations(const float* x, int64_t hidden, DType dtype, uint8_t* out
 }
 
 void DecodeActivations(const uint8_t* in, int64_t hidden, DType dtype, float* x) {
-  if (dtype == DType::kBF16) {
-    for (int64_t i = 0; i < hidden; ++i) {
-      uint16_t b;
-      std::memcpy(&b, in + 2 * i, 2);
-      x[i] = Bf16ToF32(b);
-    }
-  } else if (dtype == DType::kF8E4M3) {
-    const int64_t groups = (hidden + kFp8BlockSize - 1) / kFp8BlockSize;
-    const uint8_t* q = in + groups * 4;
-    for (int64_t g = 0; g < groups; ++g) {
-      float scale;
-      std::memcpy(&scale, in + g * 4, 4);
-      const int64_t begin = g * kFp8BlockSize, end = std::min(hidden, begin + kFp8BlockSize);
-      for (int64_t i = begin; i < end; ++i) x[i] = F8E4M3ToF32(q[i]) * scale;
-    }
-  } else {
-    std::memcpy(x, in, hidden * sizeof(float));
-  }
+  Decode<false>(in, hidden, dtype, x);
+}
+
+void DecodeAddActivations(const uint8_t* in, int64_t hidden, DType dtype, float* x) {
+  Decode<true>(in, hidden, dtype, x);
 }
 
 ExpertDispatcher::ExpertDispatcher(Communicator& comm, const MoeTransportOptions& transport,
@@ -121,14 +171,26 @@ absl::Status ExpertDispatcher::Dispatch(const float* x, const DispatchLayout& la
   // A row: encoded activations, then top_k local slots (int32, -1 unused), then top_k weights.
   const int64_t act_bytes = ActivationBytes(hidden_, transport_.dispatch);
   const int64_t row_bytes = act_bytes + top_k_ * 8;
-  std::vector<std::vector<uint8_t>> send(static_cast<size_t>(ranks));
+  Scratch& scratch = ThreadScratch();
+  // Each token is encoded once, however many ranks it goes to.
+  const uint8_t* encoded = reinterpret_cast<const uint8_t*>(x);
+  if (transport_.dispatch != DType::kF32) {
+    scratch.encoded.resize(static_cast<size_t>(layout.num_tokens * act_bytes));
+    for (int64_t t = 0; t < layout.num_tokens; ++t) {
+      EncodeActivations(x + t * hidden_, hidden_, transport_.dispatch,
+                        scratch.encoded.data() + t * act_bytes);
+    }
+    encoded = scratch.encoded.data();
+  }
+  std::vector<std::vector<uint8_t>>& send = scratch.send;
+  send.resize(static_cast<size_t>(ranks));
   std::vector<absl::Span<const uint8_t>> spans;
   for (int r = 0; r < ranks; ++r) {
     const std::vector<int32_t>& tokens = layout.tokens[r];
     send[r].resize(tokens.size() * row_bytes);
     for (size_t i = 0; i < tokens.size(); ++i) {
       uint8_t* row = send[r].data() + i * row_bytes;
-      EncodeActivations(x + tokens[i] * hidden_, hidden_, transport_.dispatch, row);
+      std::memcpy(row, encoded + tokens[i] * act_bytes, static_cast<size_t>(act_bytes));
       for (int32_t j = 0; j < top_k_; ++j) {
         const DispatchLayout::Entry& e = layout.entries[r][i * top_k_ + j];
         std::memcpy(row + act_bytes + 4 * j, &e.local_slot, 4);
@@ -138,7 +200,7 @@ absl::Status ExpertDispatcher::Dispatch(const float* x, const DispatchLayout& la
     spans.emplace_back(send[r]);
     stats_.bytes_sent_to[r] += static_cast<int64_t>(send[r].size());
   }
-  std::vector<std::vector<uint8_t>> received;
+  std::vector<std::vector<uint8_t>>& received = scratch.received;
   const absl::Time start = absl::Now();
   RETURN_IF_ERROR(comm_.AllToAllV(spans, &received, deadline));
   stats_.dispatch_seconds = absl::ToDoubleSeconds(absl::Now() - start);
@@ -184,7 +246,9 @@ absl::Status ExpertDispatcher::Combine(const float* expert_sums, const DispatchL
                                        absl::Time deadline, float* out) {
   const int ranks = comm_.size();
   const int64_t row_bytes = ActivationBytes(hidden_, transport_.combine);
-  std::vector<std::vector<uint8_t>> back(static_cast<size_t>(ranks));
+  Scratch& scratch = ThreadScratch();
+  std::vector<std::vector<uint8_t>>& back = scratch.send;
+  back.resize(static_cast<size_t>(ranks));
   std::vector<absl::Span<const uint8_t>> spans;
   for (int r = 0; r < ranks; ++r) {
     const int64_t n = row_offset_[r + 1] - row_offset_[r];
@@ -196,11 +260,10 @@ absl::Status ExpertDispatcher::Combine(const float* expert_sums, const DispatchL
     spans.emplace_back(back[r]);
     stats_.bytes_sent_to[r] += static_cast<int64_t>(back[r].size());
   }
-  std::vector<std::vector<uint8_t>> combined;
+  std::vector<std::vector<uint8_t>>& combined = scratch.received;
   const absl::Time start = absl::Now();
   RETURN_IF_ERROR(comm_.AllToAllV(spans, &combined, deadline));
   stats_.combine_seconds = absl::ToDoubleSeconds(absl::Now() - start);
-  std::vector<float> row(static_cast<size_t>(hidden_));
   for (int r = 0; r < ranks; ++r) {
     const std::vector<int32_t>& tokens = layout.tokens[r];
     stats_.bytes_received_from[r] += static_cast<int64_t>(combined[r].size());
@@ -209,9 +272,8 @@ absl::Status ExpertDispatcher::Combine(const float* expert_sums, const DispatchL
                                               " bytes for ", tokens.size(), " rows"));
     }
     for (size_t i = 0; i < tokens.size(); ++i) {
-      DecodeActivations(combined[r].data() + i * row_bytes, hidden_, transport_.combine,
-                        row.data());
-      Axpy(1.0f, row.data(), hidden_, out + tokens[i] * hidden_);
+      DecodeAddActivations(combined[r].data() + i * row_bytes, hidden_, transport_.combine,
+                           out + tokens[i] * hidden_);
     }
   }
   return absl::OkStatus();

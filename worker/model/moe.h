@@ -25,6 +25,7 @@ struct DispatchLayout {
   };
   int32_t num_ranks = 1;
   int32_t top_k = 0;
+  int64_t num_tokens = 0;
   std::vector<std::vector<int32_t>> tokens;   // [rank][row] → source token
   std::vector<std::vector<Entry>> entries;    // [rank][row * top_k + j]
 };
@@ -57,6 +58,8 @@ struct MoeTransportOptions {
 int64_t ActivationBytes(int64_t hidden, DType dtype);
 void EncodeActivations(const float* x, int64_t hidden, DType dtype, uint8_t* out);
 void DecodeActivations(const uint8_t* in, int64_t hidden, DType dtype, float* x);
+// x += decoded row (combine's receive side: no temporary row).
+void DecodeAddActivations(const uint8_t* in, int64_t hidden, DType dtype, float* x);
 
 // DeepEP's Buffer::dispatch / Buffer::combine over a Communicator, for one MoE layer of one
 // step. Dispatch sends each token's activations once to every rank that holds one of its
