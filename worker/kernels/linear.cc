@@ -5,6 +5,8 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -12,10 +14,14 @@
 namespace epinfer {
 namespace {
 
-// Up to this many rows of x, MatMul streams W once per group of up to four tokens (memory-bound
-// decode); beyond, it runs sgemm on dequantized panels (compute-bound prefill).
-constexpr int64_t kStreamMaxTokens = 16;
-constexpr int64_t kPanelRows = 256;
+// Up to this many rows of x, MatMul streams W once through the SIMD kernels below (decode
+// steps); beyond, it runs OpenBLAS sgemm on dequantized panels (prefill), whose conversion and
+// packing pay off only for many rows.
+constexpr int64_t kStreamMaxTokens = 64;
+constexpr int64_t kMaxPanelRows = 4096;
+// Up to this many tokens the streaming kernels take one weight row at a time (for the memory
+// bandwidth); beyond, tiles of rows × tokens (for the FMA rate).
+constexpr int64_t kRowKernelMaxTokens = 4;
 // Rows of W one streaming task covers; a cache line of y per task keeps threads' writes apart.
 constexpr int64_t kStreamChunkRows = 16;
 // How far ahead of the weight stream to prefetch: a single core keeps too few cache-line misses
@@ -31,7 +37,7 @@ constexpr int64_t kParallelMinWork = int64_t{1} << 16;
 constexpr float kFp8Unscale = 256.0f;
 constexpr uint8_t kFp8NanCode = 0x7f;
 
-// FP8 element i of W without the block scale, exactly.
+// Element i of W, exactly; FP8 without its block scale.
 inline float RawWeight(const LinearWeight& w, int64_t i) {
   switch (w.dtype) {
     case DType::kF32:
@@ -113,12 +119,13 @@ EPINFER_TARGET_AVX512 inline __m512 Fp8ToF32Scaled16(__m128i bytes) {
       _mm256_and_si256(_mm256_slli_epi16(h, 7), _mm256_set1_epi16(static_cast<short>(0xBFFF))));
 }
 
-// Weight loaders: kStep elements per iteration into kStep / 16 vectors. FP8 values come × 2^-8
-// and fold the bytes (sign cleared) into a running maximum that exposes NaN codes.
+// Weight loaders: kStep elements per iteration into kStep / 16 vectors, and up to 16 elements of
+// a row's tail. FP8 values come × 2^-8 (its inputs carry the 2^8 and the block scales, see
+// ScaledInput) and fold their bytes, sign cleared, into a running maximum that exposes
+// NaN codes.
 struct F32x512 {
   static constexpr int kBytes = 4;
   static constexpr int kStep = 32;
-  static constexpr bool kBlocked = false;
   EPINFER_TARGET_AVX512 static void Load(const uint8_t* p, __m512* v, __m512i*) {
     v[0] = _mm512_loadu_ps(p);
     v[1] = _mm512_loadu_ps(p + 64);
@@ -126,12 +133,14 @@ struct F32x512 {
   EPINFER_TARGET_AVX512 static __m512 LoadPart(const uint8_t* p, int64_t k, __m512i*) {
     return _mm512_maskz_loadu_ps(Lanes16(k), p);
   }
+  EPINFER_TARGET_AVX512 static __m512 Load16(const uint8_t* p, __m512i*) {
+    return _mm512_loadu_ps(p);
+  }
 };
 
 struct Bf16x512 {
   static constexpr int kBytes = 2;
   static constexpr int kStep = 32;
-  static constexpr bool kBlocked = false;
   EPINFER_TARGET_AVX512 static __m512 Widen(__m256i h) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
   }
@@ -142,12 +151,14 @@ struct Bf16x512 {
   EPINFER_TARGET_AVX512 static __m512 LoadPart(const uint8_t* p, int64_t k, __m512i*) {
     return Widen(_mm256_maskz_loadu_epi16(Lanes16(k), p));
   }
+  EPINFER_TARGET_AVX512 static __m512 Load16(const uint8_t* p, __m512i*) {
+    return Widen(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
 };
 
 struct Fp8x512 {
   static constexpr int kBytes = 1;
   static constexpr int kStep = 64;
-  static constexpr bool kBlocked = true;
   EPINFER_TARGET_AVX512 static void Load(const uint8_t* p, __m512* v, __m512i* probe) {
     const __m512i raw = _mm512_loadu_si512(p);
     *probe = _mm512_max_epu8(*probe, _mm512_and_si512(raw, _mm512_set1_epi8(0x7f)));
@@ -164,87 +175,427 @@ struct Fp8x512 {
                              _mm512_zextsi128_si512(_mm_and_si128(raw, _mm_set1_epi8(0x7f))));
     return Fp8ToF32Scaled16(raw);
   }
+  EPINFER_TARGET_AVX512 static __m512 Load16(const uint8_t* p, __m512i* probe) {
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    *probe = _mm512_max_epu8(*probe,
+                             _mm512_zextsi128_si512(_mm_and_si128(raw, _mm_set1_epi8(0x7f))));
+    return Fp8ToF32Scaled16(raw);
+  }
 };
 
 EPINFER_TARGET_AVX512 inline bool HasFp8Nan(__m512i probe) {
-  return _mm512_cmpeq_epi8_mask(probe, _mm512_set1_epi8(kFp8NanCode)) != 0;
+  return _mm512_cmpeq_epi8_mask(probe, _mm512_set1_epi8(static_cast<char>(kFp8NanCode))) != 0;
 }
 
-// One weight row against G token rows (x: G rows of `cols`, y: G values `ldy` apart). FP8 applies
-// each 128-column block's scale to that block's partial sums.
+// One weight row against G token rows: y[g * ldy] = x[g * ldx + :cols] · row.
 template <class L, int G>
-EPINFER_TARGET_AVX512 void RowAvx512(const float* x, int64_t cols, const uint8_t* row,
-                                     const float* scales, float* y, int64_t ldy) {
+EPINFER_TARGET_AVX512 void RowAvx512(const float* x, int64_t ldx, int64_t cols,
+                                     const uint8_t* row, float* y, int64_t ldy) {
   constexpr int V = L::kStep / 16;
-  const int64_t block = L::kBlocked ? kFp8BlockSize : cols;
-  __m512 total[G];
-  for (int g = 0; g < G; ++g) total[g] = _mm512_setzero_ps();
+  __m512 acc[G][V];
+  for (int g = 0; g < G; ++g) {
+    for (int v = 0; v < V; ++v) acc[g][v] = _mm512_setzero_ps();
+  }
   __m512i probe = _mm512_setzero_si512();
-  for (int64_t b0 = 0; b0 < cols; b0 += block) {
-    const int64_t b1 = std::min(b0 + block, cols);
-    __m512 acc[G][V];
+  int64_t c = 0;
+  for (; c + L::kStep <= cols; c += L::kStep) {
+    const uint8_t* p = row + c * L::kBytes;
+    for (int line = 0; line < L::kStep * L::kBytes; line += 64) {
+      _mm_prefetch(reinterpret_cast<const char*>(p + line + kPrefetchBytes), _MM_HINT_T0);
+    }
+    __m512 wv[V];
+    L::Load(p, wv, &probe);
     for (int g = 0; g < G; ++g) {
-      for (int v = 0; v < V; ++v) acc[g][v] = _mm512_setzero_ps();
-    }
-    int64_t c = b0;
-    for (; c + L::kStep <= b1; c += L::kStep) {
-      const uint8_t* p = row + c * L::kBytes;
-      for (int line = 0; line < L::kStep * L::kBytes; line += 64) {
-        _mm_prefetch(reinterpret_cast<const char*>(p + line + kPrefetchBytes), _MM_HINT_T0);
-      }
-      __m512 wv[V];
-      L::Load(p, wv, &probe);
-      for (int g = 0; g < G; ++g) {
-        const float* xg = x + g * cols + c;
-        for (int v = 0; v < V; ++v) {
-          acc[g][v] = _mm512_fmadd_ps(wv[v], _mm512_loadu_ps(xg + 16 * v), acc[g][v]);
-        }
-      }
-    }
-    for (; c < b1; c += 16) {
-      const int64_t k = std::min<int64_t>(16, b1 - c);
-      const __m512 wv = L::LoadPart(row + c * L::kBytes, k, &probe);
-      for (int g = 0; g < G; ++g) {
-        acc[g][0] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(Lanes16(k), x + g * cols + c),
-                                    acc[g][0]);
-      }
-    }
-    for (int g = 0; g < G; ++g) {
-      __m512 sum = acc[g][0];
-      for (int v = 1; v < V; ++v) sum = _mm512_add_ps(sum, acc[g][v]);
-      if constexpr (L::kBlocked) {
-        total[g] = _mm512_fmadd_ps(
-            sum, _mm512_set1_ps(scales[b0 / kFp8BlockSize] * kFp8Unscale), total[g]);
-      } else {
-        total[g] = _mm512_add_ps(total[g], sum);
+      for (int v = 0; v < V; ++v) {
+        acc[g][v] = _mm512_fmadd_ps(wv[v], _mm512_loadu_ps(x + g * ldx + c + 16 * v), acc[g][v]);
       }
     }
   }
-  const bool nan = L::kBlocked && HasFp8Nan(probe);
-  for (int g = 0; g < G; ++g) y[g * ldy] = nan ? NAN : _mm512_reduce_add_ps(total[g]);
+  for (; c < cols; c += 16) {
+    const int64_t k = std::min<int64_t>(16, cols - c);
+    const __m512 wv = L::LoadPart(row + c * L::kBytes, k, &probe);
+    for (int g = 0; g < G; ++g) {
+      acc[g][0] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(Lanes16(k), x + g * ldx + c),
+                                  acc[g][0]);
+    }
+  }
+  const bool nan = L::kBytes == 1 && HasFp8Nan(probe);
+  for (int g = 0; g < G; ++g) {
+    __m512 sum = acc[g][0];
+    for (int v = 1; v < V; ++v) sum = _mm512_add_ps(sum, acc[g][v]);
+    y[g * ldy] = nan ? NAN : _mm512_reduce_add_ps(sum);
+  }
+}
+
+// kTileRows weight rows against T token rows, for batches beyond a few tokens: each weight
+// vector feeds T FMAs and each input vector kTileRows, so the products run at the FMA rate
+// instead of re-converting the row for every group of tokens. y[t * ldy + i] for row i.
+constexpr int kTileRows = 4;
+constexpr int kTileTokens = 6;
+
+template <class L, int T>
+EPINFER_TARGET_AVX512 void TileAvx512(const float* x, int64_t ldx, int64_t cols,
+                                      const uint8_t* row0, float* y, int64_t ldy) {
+  const int64_t row_bytes = cols * L::kBytes;
+  __m512 acc[kTileRows][T];
+  for (int i = 0; i < kTileRows; ++i) {
+    for (int t = 0; t < T; ++t) acc[i][t] = _mm512_setzero_ps();
+  }
+  __m512i probe = _mm512_setzero_si512();
+  int64_t c = 0;
+  for (; c + 16 <= cols; c += 16) {
+    __m512 wv[kTileRows];
+    for (int i = 0; i < kTileRows; ++i) {
+      const uint8_t* p = row0 + i * row_bytes + c * L::kBytes;
+      if ((c * L::kBytes) % 64 == 0) {
+        _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes), _MM_HINT_T0);
+      }
+      wv[i] = L::Load16(p, &probe);
+    }
+    for (int t = 0; t < T; ++t) {
+      const __m512 xv = _mm512_loadu_ps(x + t * ldx + c);
+      for (int i = 0; i < kTileRows; ++i) acc[i][t] = _mm512_fmadd_ps(wv[i], xv, acc[i][t]);
+    }
+  }
+  if (c < cols) {
+    const int64_t k = cols - c;
+    __m512 wv[kTileRows];
+    for (int i = 0; i < kTileRows; ++i) {
+      wv[i] = L::LoadPart(row0 + i * row_bytes + c * L::kBytes, k, &probe);
+    }
+    for (int t = 0; t < T; ++t) {
+      const __m512 xv = _mm512_maskz_loadu_ps(Lanes16(k), x + t * ldx + c);
+      for (int i = 0; i < kTileRows; ++i) acc[i][t] = _mm512_fmadd_ps(wv[i], xv, acc[i][t]);
+    }
+  }
+  if (L::kBytes == 1 && HasFp8Nan(probe)) {
+    // Some row of the tile holds a NaN code: redo the rows one by one to poison only that one.
+    for (int i = 0; i < kTileRows; ++i) {
+      for (int t = 0; t < T; ++t) {
+        RowAvx512<L, 1>(x + t * ldx, ldx, cols, row0 + i * row_bytes, y + t * ldy + i, ldy);
+      }
+    }
+    return;
+  }
+  for (int i = 0; i < kTileRows; ++i) {
+    for (int t = 0; t < T; ++t) y[t * ldy + i] = _mm512_reduce_add_ps(acc[i][t]);
+  }
+}
+
+template <class L, int T>
+EPINFER_TARGET_AVX512 void TileTokens(const float* x, int64_t ldx, int64_t cols,
+                                      const uint8_t* row0, float* y, int64_t ldy, int64_t t) {
+  if constexpr (T > 0) {
+    if (t == T) return TileAvx512<L, T>(x, ldx, cols, row0, y, ldy);
+    return TileTokens<L, T - 1>(x, ldx, cols, row0, y, ldy, t);
+  }
+}
+
+// FP8 → BF16 by table lookup: the high and low byte of each value's BF16 pattern (exact: E4M3
+// has 3 mantissa bits, BF16 7; NaN codes give NaN) from two 128-entry tables indexed by the
+// byte's low 7 bits, the sign OR-ed back; then BF16 → F32 by shifts. The unpacks leave the 64
+// values of a 64-byte chunk in the order kLutOrder, which the inputs are permuted into.
+struct Fp8Tables {
+  alignas(64) uint8_t hi[128];
+  alignas(64) uint8_t lo[128];
+};
+
+const Fp8Tables& Fp8LookupTables() {
+  static const Fp8Tables tables = [] {
+    Fp8Tables t;
+    for (int code = 0; code < 128; ++code) {
+      const float f = F8E4M3ToF32(static_cast<uint8_t>(code));
+      uint32_t bits;
+      std::memcpy(&bits, &f, sizeof bits);
+      t.hi[code] = static_cast<uint8_t>(bits >> 24);
+      t.lo[code] = static_cast<uint8_t>(bits >> 16);
+    }
+    return t;
+  }();
+  return tables;
+}
+
+// Position p of a chunk's four output vectors holds element kLutOrder[p] of the chunk:
+// unpacklo/hi interleave the low/high 8 bytes of each 128-bit lane, and the shifts split each
+// 32-bit lane into its low (even) and high (odd) 16-bit word.
+constexpr std::array<uint8_t, 64> kLutOrder = [] {
+  std::array<uint8_t, 64> order{};
+  for (int v = 0; v < 4; ++v) {
+    for (int i = 0; i < 16; ++i) {
+      const int word = 2 * i + (v % 2);           // word of the unpacked vector
+      const int half = v / 2;                     // 0: unpacklo, 1: unpackhi
+      order[16 * v + i] = static_cast<uint8_t>(16 * (word / 8) + 8 * half + word % 8);
+    }
+  }
+  return order;
+}();
+
+struct LutRegisters {
+  __m512i hi0, hi1, lo0, lo1, sign, high_words;
+};
+
+EPINFER_TARGET_AVX512VBMI inline LutRegisters LoadLut(const Fp8Tables& t) {
+  return {_mm512_load_si512(t.hi),
+          _mm512_load_si512(t.hi + 64),
+          _mm512_load_si512(t.lo),
+          _mm512_load_si512(t.lo + 64),
+          _mm512_set1_epi8(static_cast<char>(0x80)),
+          _mm512_set1_epi32(static_cast<int>(0xffff0000u))};
+}
+
+// 64 FP8 values at p → four f32 vectors in kLutOrder.
+EPINFER_TARGET_AVX512VBMI inline void LutConvert64(const uint8_t* p, const LutRegisters& t,
+                                                   __m512* wv) {
+  const __m512i b = _mm512_loadu_si512(p);
+  // hi | (b & 0x80): ternary-logic truth table A | (B & C).
+  const __m512i hi =
+      _mm512_ternarylogic_epi32(_mm512_permutex2var_epi8(t.hi0, b, t.hi1), b, t.sign, 0xF8);
+  const __m512i lo = _mm512_permutex2var_epi8(t.lo0, b, t.lo1);
+  const __m512i e0 = _mm512_unpacklo_epi8(lo, hi), e1 = _mm512_unpackhi_epi8(lo, hi);
+  wv[0] = _mm512_castsi512_ps(_mm512_slli_epi32(e0, 16));
+  wv[1] = _mm512_castsi512_ps(_mm512_and_si512(e0, t.high_words));
+  wv[2] = _mm512_castsi512_ps(_mm512_slli_epi32(e1, 16));
+  wv[3] = _mm512_castsi512_ps(_mm512_and_si512(e1, t.high_words));
+}
+
+template <int G>
+EPINFER_TARGET_AVX512VBMI void RowLut(const float* x, int64_t ldx, int64_t cols,
+                                      const uint8_t* row, const Fp8Tables& t, float* y,
+                                      int64_t ldy) {
+  const LutRegisters lut = LoadLut(t);
+  __m512 acc[G][4];
+  for (int g = 0; g < G; ++g) {
+    for (int v = 0; v < 4; ++v) acc[g][v] = _mm512_setzero_ps();
+  }
+  __m512i probe = _mm512_setzero_si512();  // the tail's NaN codes (the tables map the rest)
+  int64_t c = 0;
+  for (; c + 64 <= cols; c += 64) {
+    _mm_prefetch(reinterpret_cast<const char*>(row + c + kPrefetchBytes), _MM_HINT_T0);
+    __m512 wv[4];
+    LutConvert64(row + c, lut, wv);
+    for (int g = 0; g < G; ++g) {
+      for (int v = 0; v < 4; ++v) {
+        acc[g][v] = _mm512_fmadd_ps(wv[v], _mm512_loadu_ps(x + g * ldx + c + 16 * v), acc[g][v]);
+      }
+    }
+  }
+  for (; c < cols; c += 16) {
+    const int64_t k = std::min<int64_t>(16, cols - c);
+    const __m512 wv = Fp8x512::LoadPart(row + c, k, &probe);
+    for (int g = 0; g < G; ++g) {
+      acc[g][0] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(Lanes16(k), x + g * ldx + c),
+                                  acc[g][0]);
+    }
+  }
+  const bool nan = HasFp8Nan(probe);
+  for (int g = 0; g < G; ++g) {
+    const __m512 sum = _mm512_add_ps(_mm512_add_ps(acc[g][0], acc[g][1]),
+                                     _mm512_add_ps(acc[g][2], acc[g][3]));
+    y[g * ldy] = nan ? NAN : _mm512_reduce_add_ps(sum);
+  }
+}
+
+// The tile kernel on the lookup path: per 64-column chunk, each row's four vectors feed one
+// accumulator per token.
+template <int T>
+EPINFER_TARGET_AVX512VBMI void TileLut(const float* x, int64_t ldx, int64_t cols,
+                                       const uint8_t* row0, const Fp8Tables& tables, float* y,
+                                       int64_t ldy) {
+  const LutRegisters lut = LoadLut(tables);
+  __m512 acc[kTileRows][T];
+  for (int i = 0; i < kTileRows; ++i) {
+    for (int t = 0; t < T; ++t) acc[i][t] = _mm512_setzero_ps();
+  }
+  __m512i probe = _mm512_setzero_si512();
+  int64_t c = 0;
+  for (; c + 64 <= cols; c += 64) {
+    for (int i = 0; i < kTileRows; ++i) {
+      const uint8_t* p = row0 + i * cols + c;
+      _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes), _MM_HINT_T0);
+      __m512 wv[4];
+      LutConvert64(p, lut, wv);
+      for (int t = 0; t < T; ++t) {
+        const float* xt = x + t * ldx + c;
+        for (int v = 0; v < 4; ++v) {
+          acc[i][t] = _mm512_fmadd_ps(wv[v], _mm512_loadu_ps(xt + 16 * v), acc[i][t]);
+        }
+      }
+    }
+  }
+  for (; c < cols; c += 16) {
+    const int64_t k = std::min<int64_t>(16, cols - c);
+    for (int i = 0; i < kTileRows; ++i) {
+      const __m512 wv = Fp8x512::LoadPart(row0 + i * cols + c, k, &probe);
+      for (int t = 0; t < T; ++t) {
+        acc[i][t] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(Lanes16(k), x + t * ldx + c),
+                                    acc[i][t]);
+      }
+    }
+  }
+  if (HasFp8Nan(probe)) {
+    for (int i = 0; i < kTileRows; ++i) {
+      for (int t = 0; t < T; ++t) {
+        RowLut<1>(x + t * ldx, ldx, cols, row0 + i * cols, tables, y + t * ldy + i, ldy);
+      }
+    }
+    return;
+  }
+  for (int i = 0; i < kTileRows; ++i) {
+    for (int t = 0; t < T; ++t) y[t * ldy + i] = _mm512_reduce_add_ps(acc[i][t]);
+  }
+}
+
+template <int T>
+EPINFER_TARGET_AVX512VBMI void TileLutTokens(const float* x, int64_t ldx, int64_t cols,
+                                             const uint8_t* row0, const Fp8Tables& tables,
+                                             float* y, int64_t ldy, int64_t t) {
+  if constexpr (T > 0) {
+    if (t == T) return TileLut<T>(x, ldx, cols, row0, tables, y, ldy);
+    return TileLutTokens<T - 1>(x, ldx, cols, row0, tables, y, ldy, t);
+  }
+}
+
+// What the AVX-512 streaming kernels multiply rows by: x itself, or for FP8 a copy of x per
+// 128-row scale block with each column × its block scale (× 2^8 where the weights come × 2^-8),
+// so rows need no per-block sums; in kLutOrder within each full 64-column chunk on the
+// table-lookup path. Each thread scales the blocks its rows need, when it first needs them.
+struct StreamInput {
+  const float* x = nullptr;  // [n, cols]
+  int64_t n = 0;
+  const LinearWeight* w = nullptr;
+  uint64_t id = 0;  // this product, unique: names the thread-local scaled copies
+  std::vector<float> ordered;  // FP8 on the lookup path: x in kLutOrder, once per product
+};
+
+std::atomic<uint64_t> g_stream_inputs{0};
+
+StreamInput MakeStreamInput(const float* x, int64_t n, const LinearWeight& w) {
+  StreamInput in{x, n, &w, g_stream_inputs.fetch_add(1, std::memory_order_relaxed) + 1, {}};
+  if (w.dtype == DType::kF8E4M3 && ActiveSimd() >= Simd::kAvx512Vbmi) {
+    const int64_t cols = w.cols, full = cols / 64 * 64;
+    in.ordered.resize(static_cast<size_t>(n * cols));
+    for (int64_t t = 0; t < n; ++t) {
+      const float* xt = x + t * cols;
+      float* ot = in.ordered.data() + t * cols;
+      for (int64_t c0 = 0; c0 < full; c0 += 64) {
+        for (int p = 0; p < 64; ++p) ot[c0 + p] = xt[c0 + kLutOrder[p]];
+      }
+      std::copy(xt + full, xt + cols, ot + full);
+    }
+  }
+  return in;
+}
+
+// x scaled for the FP8 scale row `block`: [n, cols], valid until the thread asks for another.
+const float* ScaledInput(const StreamInput& in, int64_t block) {
+  struct Scaled {
+    uint64_t id = 0;
+    int64_t block = -1;
+    std::vector<float> x;
+  };
+  thread_local Scaled cache;
+  if (cache.id == in.id && cache.block == block) return cache.x.data();
+  const LinearWeight& w = *in.w;
+  const int64_t cols = w.cols;
+  const int64_t full = ActiveSimd() >= Simd::kAvx512Vbmi ? cols / 64 * 64 : 0;
+  const float* scales = w.scale_inv + block * w.scale_cols();
+  const float* x = in.ordered.empty() ? in.x : in.ordered.data();
+  cache.x.resize(static_cast<size_t>(in.n * cols));
+  for (int64_t t = 0; t < in.n; ++t) {
+    const float* xt = x + t * cols;
+    float* out = cache.x.data() + t * cols;
+    for (int64_t c0 = 0; c0 < cols; c0 += kFp8BlockSize) {
+      // Lookup chunks hold exact BF16 values, unscaled; FP16-converted columns come × 2^-8.
+      const float scale = scales[c0 / kFp8BlockSize];
+      const int64_t c1 = std::min(c0 + kFp8BlockSize, cols), split = std::clamp(full, c0, c1);
+      for (int64_t c = c0; c < split; ++c) out[c] = xt[c] * scale;
+      for (int64_t c = split; c < c1; ++c) out[c] = xt[c] * (scale * kFp8Unscale);
+    }
+  }
+  cache.id = in.id;
+  cache.block = block;
+  return cache.x.data();
 }
 
 template <class L>
-EPINFER_TARGET_AVX512 void StreamRowsAvx512(const float* x, int64_t n, const LinearWeight& w,
-                                            float* y, int64_t r0, int64_t r1) {
+EPINFER_TARGET_AVX512 void StreamRowsAvx512(const StreamInput& in, int64_t n,
+                                            const LinearWeight& w, float* y, int64_t r0,
+                                            int64_t r1) {
+  const int64_t ld = w.cols;
+  auto input = [&](int64_t r) {
+    return L::kBytes == 1 ? ScaledInput(in, (w.first_row + r) / kFp8BlockSize) : in.x;
+  };
+  if (n > kRowKernelMaxTokens) {
+    // Tiles of rows that share an FP8 scale block; rows left over go one at a time below.
+    for (; r0 + kTileRows <= r1 && (w.first_row + r0) / kFp8BlockSize ==
+                                       (w.first_row + r0 + kTileRows - 1) / kFp8BlockSize;
+         r0 += kTileRows) {
+      const uint8_t* rows = static_cast<const uint8_t*>(w.data) + r0 * w.cols * L::kBytes;
+      for (int64_t t = 0; t < n; t += kTileTokens) {
+        TileTokens<L, kTileTokens>(input(r0) + t * ld, ld, w.cols, rows, y + t * w.rows + r0,
+                                   w.rows, std::min<int64_t>(kTileTokens, n - t));
+      }
+    }
+  }
   for (int64_t r = r0; r < r1; ++r) {
-    const uint8_t* row = RowBytes(w, r);
-    const float* scales = L::kBlocked ? ScaleRow(w, r) : nullptr;
+    const uint8_t* row = static_cast<const uint8_t*>(w.data) + r * w.cols * L::kBytes;
+    const float* x = input(r);
     int64_t t = 0;
     for (; t + 4 <= n; t += 4) {
-      RowAvx512<L, 4>(x + t * w.cols, w.cols, row, scales, y + t * w.rows + r, w.rows);
+      RowAvx512<L, 4>(x + t * ld, ld, w.cols, row, y + t * w.rows + r, w.rows);
     }
-    const float* xt = x + t * w.cols;
     float* yt = y + t * w.rows + r;
     switch (n - t) {
       case 3:
-        RowAvx512<L, 3>(xt, w.cols, row, scales, yt, w.rows);
+        RowAvx512<L, 3>(x + t * ld, ld, w.cols, row, yt, w.rows);
         break;
       case 2:
-        RowAvx512<L, 2>(xt, w.cols, row, scales, yt, w.rows);
+        RowAvx512<L, 2>(x + t * ld, ld, w.cols, row, yt, w.rows);
         break;
       case 1:
-        RowAvx512<L, 1>(xt, w.cols, row, scales, yt, w.rows);
+        RowAvx512<L, 1>(x + t * ld, ld, w.cols, row, yt, w.rows);
+        break;
+      default:
+        break;
+    }
+  }
+}
+
+EPINFER_TARGET_AVX512VBMI void StreamRowsLut(const StreamInput& in, int64_t n,
+                                             const LinearWeight& w, float* y, int64_t r0,
+                                             int64_t r1) {
+  const Fp8Tables& tables = Fp8LookupTables();
+  const int64_t ld = w.cols;
+  auto input = [&](int64_t r) { return ScaledInput(in, (w.first_row + r) / kFp8BlockSize); };
+  if (n > kRowKernelMaxTokens) {
+    for (; r0 + kTileRows <= r1 && (w.first_row + r0) / kFp8BlockSize ==
+                                       (w.first_row + r0 + kTileRows - 1) / kFp8BlockSize;
+         r0 += kTileRows) {
+      const uint8_t* rows = static_cast<const uint8_t*>(w.data) + r0 * w.cols;
+      for (int64_t t = 0; t < n; t += kTileTokens) {
+        TileLutTokens<kTileTokens>(input(r0) + t * ld, ld, w.cols, rows, tables,
+                                   y + t * w.rows + r0, w.rows,
+                                   std::min<int64_t>(kTileTokens, n - t));
+      }
+    }
+  }
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* row = static_cast<const uint8_t*>(w.data) + r * w.cols;
+    const float* x = input(r);
+    int64_t t = 0;
+    for (; t + 4 <= n; t += 4) {
+      RowLut<4>(x + t * ld, ld, w.cols, row, tables, y + t * w.rows + r, w.rows);
+    }
+    float* yt = y + t * w.rows + r;
+    switch (n - t) {
+      case 3:
+        RowLut<3>(x + t * ld, ld, w.cols, row, tables, yt, w.rows);
+        break;
+      case 2:
+        RowLut<2>(x + t * ld, ld, w.cols, row, tables, yt, w.rows);
+        break;
+      case 1:
+        RowLut<1>(x + t * ld, ld, w.cols, row, tables, yt, w.rows);
         break;
       default:
         break;
@@ -264,9 +615,9 @@ EPINFER_TARGET_AVX512 void TransposedColumnsAvx512(const float* x, const LinearW
   }
   __m512i probe = _mm512_setzero_si512();
   for (int64_t k = 0; k < w.rows; ++k) {
-    const uint8_t* p = RowBytes(w, k) + c0 * L::kBytes;
+    const uint8_t* p = static_cast<const uint8_t*>(w.data) + (k * w.cols + c0) * L::kBytes;
     // A 64-column chunk starting at a multiple of 64 lies inside one 128-column scale block.
-    const float scale = L::kBlocked ? ScaleRow(w, k)[c0 / kFp8BlockSize] * kFp8Unscale : 1.0f;
+    const float scale = L::kBytes == 1 ? ScaleRow(w, k)[c0 / kFp8BlockSize] * kFp8Unscale : 1.0f;
     __m512 wv[4];
     for (int v = 0; v < vectors; ++v) {
       wv[v] = L::LoadPart(p + 16 * v * L::kBytes, std::min<int64_t>(16, width - 16 * v), &probe);
@@ -282,7 +633,7 @@ EPINFER_TARGET_AVX512 void TransposedColumnsAvx512(const float* x, const LinearW
                             Lanes16(std::min<int64_t>(16, width - 16 * v)), acc[g][v]);
     }
   }
-  if (L::kBlocked && HasFp8Nan(probe)) {
+  if (L::kBytes == 1 && HasFp8Nan(probe)) {
     // A NaN weight poisons its column; rare enough to redo the chunk exactly.
     for (int64_t col = c0; col < c0 + width; ++col) {
       for (int64_t k = 0; k < w.rows; ++k) {
@@ -479,33 +830,34 @@ EPINFER_TARGET_AVX2 void DequantizeRowsAvx2(const LinearWeight& w, int64_t row_b
 
 // ---- drivers --------------------------------------------------------------------------------
 
-void StreamRows(const float* x, int64_t n, const LinearWeight& w, float* y, int64_t r0,
+void StreamRows(const StreamInput& in, int64_t n, const LinearWeight& w, float* y, int64_t r0,
                 int64_t r1) {
   const Simd simd = ActiveSimd();
-  if (simd == Simd::kAvx512) {
+  if (simd >= Simd::kAvx512) {
     switch (w.dtype) {
       case DType::kF32:
-        return StreamRowsAvx512<F32x512>(x, n, w, y, r0, r1);
+        return StreamRowsAvx512<F32x512>(in, n, w, y, r0, r1);
       case DType::kBF16:
-        return StreamRowsAvx512<Bf16x512>(x, n, w, y, r0, r1);
+        return StreamRowsAvx512<Bf16x512>(in, n, w, y, r0, r1);
       case DType::kF8E4M3:
-        return StreamRowsAvx512<Fp8x512>(x, n, w, y, r0, r1);
+        if (simd >= Simd::kAvx512Vbmi) return StreamRowsLut(in, n, w, y, r0, r1);
+        return StreamRowsAvx512<Fp8x512>(in, n, w, y, r0, r1);
       default:
         break;
     }
   } else if (simd == Simd::kAvx2) {
     switch (w.dtype) {
       case DType::kF32:
-        return StreamRowsAvx2<F32x256>(x, n, w, y, r0, r1);
+        return StreamRowsAvx2<F32x256>(in.x, n, w, y, r0, r1);
       case DType::kBF16:
-        return StreamRowsAvx2<Bf16x256>(x, n, w, y, r0, r1);
+        return StreamRowsAvx2<Bf16x256>(in.x, n, w, y, r0, r1);
       case DType::kF8E4M3:
-        return StreamRowsAvx2<Fp8x256>(x, n, w, y, r0, r1);
+        return StreamRowsAvx2<Fp8x256>(in.x, n, w, y, r0, r1);
       default:
         break;
     }
   }
-  StreamRowsScalar(x, n, w, y, r0, r1);
+  StreamRowsScalar(in.x, n, w, y, r0, r1);
 }
 
 void PanelGemm(const float* x, int64_t n, const LinearWeight& w, float* y, int64_t r0,
@@ -567,7 +919,7 @@ void DequantizeRows(const LinearWeight& w, int64_t row_begin, int64_t row_end, f
       return;
     case DType::kBF16:
     case DType::kF8E4M3:
-      if (ActiveSimd() == Simd::kAvx512) return DequantizeRowsAvx512(w, row_begin, row_end, out);
+      if (ActiveSimd() >= Simd::kAvx512) return DequantizeRowsAvx512(w, row_begin, row_end, out);
       if (ActiveSimd() == Simd::kAvx2) return DequantizeRowsAvx2(w, row_begin, row_end, out);
       return DequantizeRowsScalar(w, row_begin, row_end, out);
     case DType::kF16:
@@ -582,18 +934,24 @@ void MatMul(const float* x, int64_t n, const LinearWeight& w, float* y) {
   const bool parallel = KernelThreads() > 1 && !omp_in_parallel() &&
                         w.rows * w.cols * n >= kParallelMinWork;
   if (n <= kStreamMaxTokens) {
+    const StreamInput in = MakeStreamInput(x, n, w);
 #pragma omp parallel for schedule(static) if (parallel)
     for (int64_t r0 = 0; r0 < w.rows; r0 += kStreamChunkRows) {
-      StreamRows(x, n, w, y, r0, std::min(r0 + kStreamChunkRows, w.rows));
+      StreamRows(in, n, w, y, r0, std::min(r0 + kStreamChunkRows, w.rows));
     }
     return;
   }
+  // Each thread's share of rows in as few panels as fit kMaxPanelRows: OpenBLAS packs x once per
+  // sgemm call, so small panels would pack it many times over.
+  const int64_t threads = parallel ? KernelThreads() : 1;
+  const int64_t share = (w.rows + threads - 1) / threads;
+  const int64_t panel_rows = std::min(kMaxPanelRows, (share + 15) / 16 * 16);
 #pragma omp parallel if (parallel)
   {
     thread_local std::vector<float> panel;
 #pragma omp for schedule(dynamic)
-    for (int64_t r0 = 0; r0 < w.rows; r0 += kPanelRows) {
-      PanelGemm(x, n, w, y, r0, std::min(r0 + kPanelRows, w.rows), panel);
+    for (int64_t r0 = 0; r0 < w.rows; r0 += panel_rows) {
+      PanelGemm(x, n, w, y, r0, std::min(r0 + panel_rows, w.rows), panel);
     }
   }
 }
@@ -602,21 +960,25 @@ void MatMulBatch(std::span<const MatMulJob> jobs) {
   // Decode-sized jobs as 16-row chunks in job order, weighted by the bytes they stream.
   struct Chunk {
     const MatMulJob* job;
+    const StreamInput* in;
     int64_t r0, r1;
   };
+  std::vector<StreamInput> inputs(jobs.size());
   std::vector<Chunk> chunks;
   std::vector<int64_t> ends;  // cumulative bytes at each chunk's end
   int64_t total = 0;
-  for (const MatMulJob& job : jobs) {
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    const MatMulJob& job = jobs[j];
     if (job.n <= 0 || job.w->rows <= 0) continue;
     if (job.n > kStreamMaxTokens) {
       MatMul(job.x, job.n, *job.w, job.y);
       continue;
     }
+    inputs[j] = MakeStreamInput(job.x, job.n, *job.w);
     const int64_t row_bytes = job.w->cols * DTypeSize(job.w->dtype) * (1 + (job.n - 1) / 4);
     for (int64_t r0 = 0; r0 < job.w->rows; r0 += kStreamChunkRows) {
       const int64_t r1 = std::min(r0 + kStreamChunkRows, job.w->rows);
-      chunks.push_back({&job, r0, r1});
+      chunks.push_back({&job, &inputs[j], r0, r1});
       total += (r1 - r0) * row_bytes;
       ends.push_back(total);
     }
@@ -634,7 +996,7 @@ void MatMulBatch(std::span<const MatMulJob> jobs) {
     for (size_t i = static_cast<size_t>(first - ends.begin()); i < chunks.size() && ends[i] <= hi;
          ++i) {
       const MatMulJob& job = *chunks[i].job;
-      StreamRows(job.x, job.n, *job.w, job.y, chunks[i].r0, chunks[i].r1);
+      StreamRows(*chunks[i].in, job.n, *job.w, job.y, chunks[i].r0, chunks[i].r1);
     }
   }
 }
@@ -650,7 +1012,7 @@ void GemmF32(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64
 
 void MatMulTransposed(const float* x, int64_t n, const LinearWeight& w, float* y) {
   if (n <= 0 || w.cols <= 0) return;
-  if (ActiveSimd() == Simd::kAvx512) {
+  if (ActiveSimd() >= Simd::kAvx512) {
     switch (w.dtype) {
       case DType::kF32:
         return TransposedAvx512<F32x512>(x, n, w, y);

@@ -27,6 +27,7 @@ class MatMulTest : public ::testing::TestWithParam<Case> {};
 
 TEST_P(MatMulTest, MatchesTheDoublePrecisionProductOfTheDecodedWeight) {
   const Case c = GetParam();
+  const char* best = SimdLevel();
   if (!SetSimdLevel(c.simd)) GTEST_SKIP() << "this CPU lacks " << c.simd;
   Stored s = MakeWeight(c.dtype, c.rows, c.cols, 7);
   std::mt19937 rng(3);
@@ -46,15 +47,16 @@ TEST_P(MatMulTest, MatchesTheDoublePrecisionProductOfTheDecodedWeight) {
           << "token " << t << " row " << r;
     }
   }
-  SetSimdLevel("avx512") || SetSimdLevel("avx2");
+  SetSimdLevel(best);
 }
 
 std::vector<Case> Cases() {
   std::vector<Case> cases;
-  for (const char* simd : {"scalar", "avx2", "avx512"}) {
+  for (const char* simd : {"scalar", "avx2", "avx512", "avx512vbmi"}) {
     for (DType dtype : {DType::kF32, DType::kBF16, DType::kF8E4M3}) {
       // Decode-sized (streamed, with odd tails and partial FP8 blocks) and prefill-sized (sgemm).
-      for (int64_t n : {1, 3, 5, 16, 17, 40}) cases.push_back({simd, dtype, n, 200, 300});
+      // 1-4 tokens: row kernels; 5-64: row × token tiles; beyond: sgemm on dequantized panels.
+      for (int64_t n : {1, 3, 5, 16, 17, 40, 70}) cases.push_back({simd, dtype, n, 200, 300});
       cases.push_back({simd, dtype, 2, 17, 7});
       // Several whole FP8 blocks per row, then a partial one; 8 = two full token groups.
       for (int64_t n : {1, 8}) cases.push_back({simd, dtype, n, 130, 1000});
@@ -106,7 +108,10 @@ class SimdTest : public ::testing::TestWithParam<const char*> {
   void SetUp() override {
     if (!SetSimdLevel(GetParam())) GTEST_SKIP() << "this CPU lacks " << GetParam();
   }
-  void TearDown() override { SetSimdLevel("avx512") || SetSimdLevel("avx2"); }
+  void TearDown() override { SetSimdLevel(best_); }
+
+ private:
+  const char* best_ = SimdLevel();
 };
 
 TEST_P(SimdTest, TransposedProductMatchesTheDoublePrecisionReference) {
@@ -132,15 +137,16 @@ TEST_P(SimdTest, RowViewsOfFp8WeightsUseTheirOwnScaleRows) {
   EXPECT_EQ(view.rows, 127);
   EXPECT_EQ(view.first_row, 100);
   EXPECT_EQ(view.bytes(), 127 * 260 + 2 * 3 * 4);  // two scale rows of three blocks
-  const int64_t n = 3;
-  const std::vector<float> x = RandomVector(n * 260, 1);
-  std::vector<float> y(static_cast<size_t>(n * view.rows));
-  MatMul(x.data(), n, view, y.data());
-  for (int64_t t = 0; t < n; ++t) {
-    for (int64_t r = 0; r < view.rows; ++r) {
-      double want = 0;
-      for (int64_t c = 0; c < 260; ++c) want += s.dense[(100 + r) * 260 + c] * x[t * 260 + c];
-      ASSERT_NEAR(y[t * view.rows + r], want, 1e-5 * (std::fabs(want) + 10)) << r;
+  for (int64_t n : {3, 7}) {  // row kernel; tiles (of rows inside one scale block)
+    const std::vector<float> x = RandomVector(n * 260, 1);
+    std::vector<float> y(static_cast<size_t>(n * view.rows));
+    MatMul(x.data(), n, view, y.data());
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t r = 0; r < view.rows; ++r) {
+        double want = 0;
+        for (int64_t c = 0; c < 260; ++c) want += s.dense[(100 + r) * 260 + c] * x[t * 260 + c];
+        ASSERT_NEAR(y[t * view.rows + r], want, 1e-5 * (std::fabs(want) + 10)) << r;
+      }
     }
   }
   const std::vector<float> xt = RandomVector(2 * view.rows, 2);
@@ -188,7 +194,7 @@ TEST_P(SimdTest, Fp8NanCodesPoisonExactlyTheOutputsTheyFeed) {
   Stored s = MakeWeight(DType::kF8E4M3, 40, 300, 31);
   s.bytes[7 * 300 + 211] = 0x7f;  // +NaN in row 7, column 211
   s.bytes[30 * 300 + 5] = 0xff;   // -NaN in row 30, column 5
-  for (int64_t n : {1, 2, 20}) {
+  for (int64_t n : {1, 2, 20, 70}) {
     std::vector<float> xn = RandomVector(n * 300, 6), yn(static_cast<size_t>(n * 40));
     MatMul(xn.data(), n, s.w, yn.data());
     for (int64_t t = 0; t < n; ++t) {
@@ -206,7 +212,7 @@ TEST_P(SimdTest, Fp8NanCodesPoisonExactlyTheOutputsTheyFeed) {
   for (int64_t c = 0; c < 300; ++c) EXPECT_EQ(std::isnan(yt[c]), c == 211 || c == 5) << c;
 }
 
-INSTANTIATE_TEST_SUITE_P(AllPaths, SimdTest, ::testing::Values("scalar", "avx2", "avx512"));
+INSTANTIATE_TEST_SUITE_P(AllPaths, SimdTest, ::testing::Values("scalar", "avx2", "avx512", "avx512vbmi"));
 
 TEST(GemmF32Test, StridedProductsMatchTheDoublePrecisionReference) {
   // A [5, 7] inside rows of 9; B [6, 7] (transposed) or [7, 6] inside rows of 8; C inside rows of 10.

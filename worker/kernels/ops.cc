@@ -241,7 +241,7 @@ void RmsNormScalar(const float* x, int64_t n, int64_t dim, const float* weight, 
 
 void RmsNorm(const float* x, int64_t n, int64_t dim, const float* weight, float eps, float* out) {
   // The AVX2 build of the scalar loop vectorises the second pass; the double sum stays serial.
-  if (ActiveSimd() == Simd::kAvx512) {
+  if (ActiveSimd() >= Simd::kAvx512) {
     RmsNormAvx512(x, n, dim, weight, eps, out);
   } else {
     RmsNormScalar(x, n, dim, weight, eps, out);
@@ -249,14 +249,8 @@ void RmsNorm(const float* x, int64_t n, int64_t dim, const float* weight, float 
 }
 
 void SiluMul(const float* gate, const float* up, int64_t count, float* out) {
-  switch (ActiveSimd()) {
-    case Simd::kAvx512:
-      return SiluMulAvx512(gate, up, count, out);
-    case Simd::kAvx2:
-      return SiluMulAvx2(gate, up, count, out);
-    case Simd::kScalar:
-      break;
-  }
+  if (ActiveSimd() >= Simd::kAvx512) return SiluMulAvx512(gate, up, count, out);
+  if (ActiveSimd() == Simd::kAvx2) return SiluMulAvx2(gate, up, count, out);
   for (int64_t i = 0; i < count; ++i) {
     const float g = gate[i];
     out[i] = g / (1.0f + std::exp(-g)) * up[i];
@@ -265,14 +259,8 @@ void SiluMul(const float* gate, const float* up, int64_t count, float* out) {
 
 void Softmax(float* x, int64_t count) {
   if (count <= 0) return;
-  switch (ActiveSimd()) {
-    case Simd::kAvx512:
-      return SoftmaxAvx512(x, count);
-    case Simd::kAvx2:
-      return SoftmaxAvx2(x, count);
-    case Simd::kScalar:
-      break;
-  }
+  if (ActiveSimd() >= Simd::kAvx512) return SoftmaxAvx512(x, count);
+  if (ActiveSimd() == Simd::kAvx2) return SoftmaxAvx2(x, count);
   const float max = *std::max_element(x, x + count);
   double sum = 0;
   for (int64_t i = 0; i < count; ++i) {
@@ -284,26 +272,14 @@ void Softmax(float* x, int64_t count) {
 }
 
 void Axpy(float alpha, const float* x, int64_t count, float* y) {
-  switch (ActiveSimd()) {
-    case Simd::kAvx512:
-      return AxpyAvx512(alpha, x, count, y);
-    case Simd::kAvx2:
-      return AxpyAvx2(alpha, x, count, y);
-    case Simd::kScalar:
-      break;
-  }
+  if (ActiveSimd() >= Simd::kAvx512) return AxpyAvx512(alpha, x, count, y);
+  if (ActiveSimd() == Simd::kAvx2) return AxpyAvx2(alpha, x, count, y);
   for (int64_t i = 0; i < count; ++i) y[i] += alpha * x[i];
 }
 
 float Dot(const float* a, const float* b, int64_t count) {
-  switch (ActiveSimd()) {
-    case Simd::kAvx512:
-      return DotAvx512(a, b, count);
-    case Simd::kAvx2:
-      return DotAvx2(a, b, count);
-    case Simd::kScalar:
-      break;
-  }
+  if (ActiveSimd() >= Simd::kAvx512) return DotAvx512(a, b, count);
+  if (ActiveSimd() == Simd::kAvx2) return DotAvx2(a, b, count);
   float sum = 0;
   for (int64_t i = 0; i < count; ++i) sum += a[i] * b[i];
   return sum;

@@ -16,10 +16,12 @@ Simd DetectSimd() {
   if (best == Simd::kAvx2 && __builtin_cpu_supports("avx512f") &&
       __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) {
     best = Simd::kAvx512;
+    if (__builtin_cpu_supports("avx512vbmi")) best = Simd::kAvx512Vbmi;
   }
   if (const char* cap = std::getenv("EPINFER_SIMD")) {
     if (std::strcmp(cap, "scalar") == 0) best = Simd::kScalar;
-    if (std::strcmp(cap, "avx2") == 0 && best == Simd::kAvx512) best = Simd::kAvx2;
+    if (std::strcmp(cap, "avx2") == 0 && best > Simd::kAvx2) best = Simd::kAvx2;
+    if (std::strcmp(cap, "avx512") == 0 && best > Simd::kAvx512) best = Simd::kAvx512;
   }
   return best;
 }
@@ -33,6 +35,8 @@ Simd ActiveSimd() { return g_simd; }
 
 const char* SimdLevel() {
   switch (g_simd) {
+    case Simd::kAvx512Vbmi:
+      return "avx512vbmi";
     case Simd::kAvx512:
       return "avx512";
     case Simd::kAvx2:
@@ -45,7 +49,9 @@ const char* SimdLevel() {
 
 bool SetSimdLevel(const char* level) {
   Simd wanted;
-  if (std::strcmp(level, "avx512") == 0) {
+  if (std::strcmp(level, "avx512vbmi") == 0) {
+    wanted = Simd::kAvx512Vbmi;
+  } else if (std::strcmp(level, "avx512") == 0) {
     wanted = Simd::kAvx512;
   } else if (std::strcmp(level, "avx2") == 0) {
     wanted = Simd::kAvx2;
