@@ -5,8 +5,10 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "worker/comm/ucx.h"
 
 int main(int argc, char** argv) {
+  epinfer::PrepareUcxEnvironment();  // before any thread starts
   if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "help") == 0) {
     std::cerr << epinfer::CommandsUsage();
     return argc < 2 ? 2 : 0;

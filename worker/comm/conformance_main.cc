@@ -19,6 +19,7 @@ ABSL_FLAG(int, die_at_step, -1, "SIGKILL this process at the start of this step"
 ABSL_FLAG(int, timeout_s, 60, "deadline of each collective");
 
 int main(int argc, char** argv) {
+  epinfer::PrepareUcxEnvironment();
   epinfer::ParseFlagsOrExit(argc, argv, "--rank R --size N --rendezvous DIR");
   auto rendezvous = epinfer::MakeFileRendezvous(absl::GetFlag(FLAGS_rendezvous), "conformance");
   auto comm = epinfer::MakeUcxCommunicator(absl::GetFlag(FLAGS_rank), absl::GetFlag(FLAGS_size),

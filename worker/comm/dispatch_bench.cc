@@ -296,6 +296,7 @@ absl::Status Run() {
 }  // namespace epinfer
 
 int main(int argc, char** argv) {
+  epinfer::PrepareUcxEnvironment();
   epinfer::ParseFlagsOrExit(argc, argv, "--rank R --size N --rendezvous DIR [--tokens T]");
   const absl::Status status = epinfer::Run();
   if (status.ok()) return 0;

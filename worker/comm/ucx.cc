@@ -66,14 +66,7 @@ class UcxCommunicator : public Communicator {
     ucp_config_t* config = nullptr;
     absl::Status status = UcxStatus(ucp_config_read(nullptr, nullptr, &config), "ucp_config_read");
     if (!status.ok()) return status;
-    // Peer failure detection (UCP_ERR_HANDLING_MODE_PEER) rules out the shared-memory
-    // transports unless they handle errors too; without this, ranks on one host talk TCP.
-    // An explicit UCX_* environment setting wins.
-    for (const char* key : {"POSIX_ERROR_HANDLING", "SYSV_ERROR_HANDLING"}) {
-      if (std::getenv(absl::StrCat("UCX_", key).c_str()) == nullptr) {
-        ucp_config_modify(config, key, "y");
-      }
-    }
+
     ucp_params_t params{};
     params.field_mask = UCP_PARAM_FIELD_FEATURES;
     params.features = UCP_FEATURE_TAG;
@@ -269,6 +262,14 @@ class UcxCommunicator : public Communicator {
 };
 
 }  // namespace
+
+void PrepareUcxEnvironment() {
+  // Peer failure detection (UCP_ERR_HANDLING_MODE_PEER) rules out the shared-memory transports
+  // unless their memory domains handle errors too; without this, ranks on one host talk TCP.
+  // These are transport (UCT) settings, read only from the environment. Explicit settings win.
+  // (UCX 1.13 reads SYSV_ERROR_HANDLING; its posix transport has no such switch.)
+  setenv("UCX_SYSV_ERROR_HANDLING", "y", /*overwrite=*/0);
+}
 
 absl::StatusOr<std::unique_ptr<Communicator>> MakeUcxCommunicator(int rank, int size,
                                                                   Rendezvous& rendezvous,

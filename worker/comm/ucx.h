@@ -14,6 +14,10 @@ namespace epinfer {
 // (TCP, shared memory, CMA here; RDMA in production; UCX_TLS narrows the choice). Workers'
 // addresses are exchanged through `rendezvous`; a peer that dies (connection error) or misses
 // the deadline fails the collective on every surviving rank.
+// Lets UCX use shared memory between ranks of one host despite peer failure detection. Call it
+// early in main(), before any thread starts (it sets environment variables).
+void PrepareUcxEnvironment();
+
 absl::StatusOr<std::unique_ptr<Communicator>> MakeUcxCommunicator(int rank, int size,
                                                                   Rendezvous& rendezvous,
                                                                   absl::Time deadline);

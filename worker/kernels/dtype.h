@@ -71,7 +71,29 @@ inline float F8E4M3ToF32(uint8_t v) {
 }
 
 // Nearest E4M3 value, ties to even; saturates at ±448 (the convention of FP8 quantizers).
-uint8_t F32ToF8E4M3(float f);
+// Inline: the FP8 dispatch encodes every activation through it.
+inline uint8_t F32ToF8E4M3(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  const uint8_t sign = static_cast<uint8_t>((u >> 24) & 0x80);
+  u &= 0x7fffffffu;
+  if (u > 0x7f800000u) return sign | 0x7f;   // NaN
+  if (u >= 0x43e00000u) return sign | 0x7e;  // ≥ 448 (and ∞) saturates
+  if (u < 0x3c800000u) {
+    // Below the smallest normal 2^-6: multiples of 2^-9, rounded to nearest even (the default
+    // rounding mode); 8 × 2^-9 is the smallest normal, code 0x08, so the carry is right too.
+    float magnitude;
+    std::memcpy(&magnitude, &u, sizeof magnitude);
+    return sign | static_cast<uint8_t>(std::nearbyint(magnitude * 512.0f));
+  }
+  // Normal: keep 3 mantissa bits, ties to even; a carry moves into the exponent.
+  const uint32_t rounded = (u + 0x7ffffu + ((u >> 20) & 1u)) & 0xfff00000u;
+  const int exponent = static_cast<int>(rounded >> 23) - 120;  // f32 bias 127, e4m3 bias 7
+  const uint8_t mantissa = static_cast<uint8_t>((rounded >> 20) & 7u);
+  if (exponent > 15 || (exponent == 15 && mantissa == 7)) return sign | 0x7e;
+  return sign | static_cast<uint8_t>(exponent << 3) | mantissa;
+}
+
 
 // FP8 weights are scaled per 128×128 block (DeepSeek-V3 `weight_scale_inv`).
 inline constexpr int kFp8BlockSize = 128;
