@@ -1,6 +1,6 @@
 // ExpertDispatcher::Dispatch + Combine over UCX for one MoE layer, one process per rank (a
 // benchmark, not a test; tools/bench_ep.sh runs it beside ucx_perftest):
-//   dispatch_bench --rank=R --size=N --rendezvous=DIR [--tokens=128] [--iters=200]
+//   dispatch_bench --rank=R --size=N --rendezvous=DIR [--tokens=128] [--iters=200] [--threads=1]
 // Each rank routes its tokens to random top-k experts (uniform over the routed experts, placed
 // contiguously over the ranks), dispatches, runs identity experts (each received row's output is
 // the gate-weighted sum of its own activations) and combines. Rank 0 prints one line,
@@ -24,6 +24,7 @@
 #include "common/status_macros.h"
 #include "worker/comm/rendezvous.h"
 #include "worker/comm/ucx.h"
+#include "worker/kernels/linear.h"
 #include "worker/model/moe.h"
 #include "worker/model/placement.h"
 
@@ -40,6 +41,9 @@ ABSL_FLAG(int, iters, 200, "timed iterations");
 ABSL_FLAG(int, warmup, 10, "untimed iterations first (the first one checks the output)");
 ABSL_FLAG(uint64_t, seed, 1, "routing and activation seed");
 ABSL_FLAG(int, timeout_s, 120, "deadline of each collective");
+ABSL_FLAG(int, threads, 1,
+          "kernel threads per rank for the codec's row loops (0: all cores); 1 is the layout of "
+          "`epinfer --ep N --threads 1`, ranks on shared cores");
 
 namespace epinfer {
 namespace {
@@ -110,10 +114,13 @@ absl::Status Run() {
   if (absl::GetFlag(FLAGS_rendezvous).empty()) {
     return absl::InvalidArgumentError("--rendezvous is required");
   }
-  if (tokens < 0 || hidden < 1 || top_k < 1 || top_k > num_experts || iters < 1 || warmup < 1) {
+  if (tokens < 0 || hidden < 1 || top_k < 1 || top_k > num_experts || iters < 1 || warmup < 1 ||
+      absl::GetFlag(FLAGS_threads) < 0) {
     return absl::InvalidArgumentError(
-        "--tokens >= 0, --hidden >= 1, 1 <= --top_k <= --experts, --iters >= 1, --warmup >= 1");
+        "--tokens >= 0, --hidden >= 1, 1 <= --top_k <= --experts, --iters >= 1, --warmup >= 1, "
+        "--threads >= 0");
   }
+  SetKernelThreads(absl::GetFlag(FLAGS_threads));
   MoeTransportOptions transport;
   ASSIGN_OR_RETURN(transport.dispatch, ParseActivationDType(absl::GetFlag(FLAGS_dispatch_dtype)));
   ASSIGN_OR_RETURN(transport.combine, ParseActivationDType(absl::GetFlag(FLAGS_combine_dtype)));

@@ -9,7 +9,10 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <new>
 #include <vector>
+
+#include "worker/kernels/simd_fp8.h"
 
 namespace epinfer {
 namespace {
@@ -30,12 +33,6 @@ constexpr int64_t kPrefetchBytes = 4096;
 // Below this many weight elements × tokens, waking threads costs more than it saves.
 constexpr int64_t kParallelMinWork = int64_t{1} << 16;
 
-// FP8 E4M3 read as FP16: sign-extend the byte to 16 bits and shift exponent and mantissa into FP16
-// position; with E4M3's bias 7 under FP16's bias 15 that is the value × 2^-8, subnormals included
-// (the F16 conversion instructions handle them). Kernels multiply the block scale by 2^8, which is
-// exact. NaN codes (S.1111.111) come out as ±1.875, so callers detect them separately.
-constexpr float kFp8Unscale = 256.0f;
-constexpr uint8_t kFp8NanCode = 0x7f;
 
 // Element i of W, exactly; FP8 without its block scale.
 inline float RawWeight(const LinearWeight& w, int64_t i) {
@@ -103,20 +100,10 @@ void TransposedScalar(const float* x, int64_t n, const LinearWeight& w, float* y
 
 // ---- AVX-512 --------------------------------------------------------------------------------
 
-EPINFER_TARGET_AVX512 inline __mmask16 Lanes16(int64_t k) {
-  return static_cast<__mmask16>((1u << k) - 1);
-}
-
 // 16-bit lanes holding FP8 bytes sign-extended → FP16 bit patterns of value × 2^-8.
 EPINFER_TARGET_AVX512 inline __m512i Fp8ToF16Bits32(__m256i bytes) {
   const __m512i h = _mm512_cvtepi8_epi16(bytes);
   return _mm512_and_si512(_mm512_slli_epi16(h, 7), _mm512_set1_epi16(static_cast<short>(0xBFFF)));
-}
-
-EPINFER_TARGET_AVX512 inline __m512 Fp8ToF32Scaled16(__m128i bytes) {
-  const __m256i h = _mm256_cvtepi8_epi16(bytes);
-  return _mm512_cvtph_ps(
-      _mm256_and_si256(_mm256_slli_epi16(h, 7), _mm256_set1_epi16(static_cast<short>(0xBFFF))));
 }
 
 // Weight loaders: kStep elements per iteration into kStep / 16 vectors, and up to 16 elements of
@@ -227,69 +214,53 @@ EPINFER_TARGET_AVX512 void RowAvx512(const float* x, int64_t ldx, int64_t cols,
   }
 }
 
-// kTileRows weight rows against T token rows, for batches beyond a few tokens: each weight
-// vector feeds T FMAs and each input vector kTileRows, so the products run at the FMA rate
-// instead of re-converting the row for every group of tokens. y[t * ldy + i] for row i.
-constexpr int kTileRows = 4;
-constexpr int kTileTokens = 6;
-
-template <class L, int T>
-EPINFER_TARGET_AVX512 void TileAvx512(const float* x, int64_t ldx, int64_t cols,
-                                      const uint8_t* row0, float* y, int64_t ldy) {
-  const int64_t row_bytes = cols * L::kBytes;
-  __m512 acc[kTileRows][T];
-  for (int i = 0; i < kTileRows; ++i) {
-    for (int t = 0; t < T; ++t) acc[i][t] = _mm512_setzero_ps();
+// The sums of 16 vectors' lanes, out[i] = Σ v[i]: a tree of shuffles that folds all 16 at once
+// (46 instructions instead of 16 separate reductions, which cost a tile kernel as much as 10-30%
+// of its FMAs on 512-1024 columns).
+EPINFER_TARGET_AVX512 inline void Sum16(const __m512* v, float* out) {
+  __m512 t[8], u[4], w[2];
+  // Halves: 256-bit half 0 of t[i] folds v[i], half 1 folds v[i + 8].
+  for (int i = 0; i < 8; ++i) {
+    t[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[i], v[i + 8], 0x44),
+                         _mm512_shuffle_f32x4(v[i], v[i + 8], 0xEE));
   }
-  __m512i probe = _mm512_setzero_si512();
-  int64_t c = 0;
-  for (; c + 16 <= cols; c += 16) {
-    __m512 wv[kTileRows];
-    for (int i = 0; i < kTileRows; ++i) {
-      const uint8_t* p = row0 + i * row_bytes + c * L::kBytes;
-      if ((c * L::kBytes) % 64 == 0) {
-        _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes), _MM_HINT_T0);
-      }
-      wv[i] = L::Load16(p, &probe);
-    }
-    for (int t = 0; t < T; ++t) {
-      const __m512 xv = _mm512_loadu_ps(x + t * ldx + c);
-      for (int i = 0; i < kTileRows; ++i) acc[i][t] = _mm512_fmadd_ps(wv[i], xv, acc[i][t]);
-    }
+  // 128-bit lanes of u[i]: v[i], v[i + 8], v[i + 4], v[i + 12].
+  for (int i = 0; i < 4; ++i) {
+    u[i] = _mm512_add_ps(_mm512_shuffle_f32x4(t[i], t[i + 4], 0x88),
+                         _mm512_shuffle_f32x4(t[i], t[i + 4], 0xDD));
   }
-  if (c < cols) {
-    const int64_t k = cols - c;
-    __m512 wv[kTileRows];
-    for (int i = 0; i < kTileRows; ++i) {
-      wv[i] = L::LoadPart(row0 + i * row_bytes + c * L::kBytes, k, &probe);
-    }
-    for (int t = 0; t < T; ++t) {
-      const __m512 xv = _mm512_maskz_loadu_ps(Lanes16(k), x + t * ldx + c);
-      for (int i = 0; i < kTileRows; ++i) acc[i][t] = _mm512_fmadd_ps(wv[i], xv, acc[i][t]);
-    }
+  // Pairs within each 128-bit lane: lane 0 of w[i] holds v[i] twice, then v[i + 2] twice.
+  for (int i = 0; i < 2; ++i) {
+    w[i] = _mm512_add_ps(_mm512_shuffle_ps(u[i], u[i + 2], 0x44),
+                         _mm512_shuffle_ps(u[i], u[i + 2], 0xEE));
   }
-  if (L::kBytes == 1 && HasFp8Nan(probe)) {
-    // Some row of the tile holds a NaN code: redo the rows one by one to poison only that one.
-    for (int i = 0; i < kTileRows; ++i) {
-      for (int t = 0; t < T; ++t) {
-        RowAvx512<L, 1>(x + t * ldx, ldx, cols, row0 + i * row_bytes, y + t * ldy + i, ldy);
-      }
-    }
-    return;
-  }
-  for (int i = 0; i < kTileRows; ++i) {
-    for (int t = 0; t < T; ++t) y[t * ldy + i] = _mm512_reduce_add_ps(acc[i][t]);
-  }
+  const __m512 r = _mm512_add_ps(_mm512_shuffle_ps(w[0], w[1], 0x88),
+                                 _mm512_shuffle_ps(w[0], w[1], 0xDD));
+  // r's lanes hold v[0, 2, 1, 3, 8, 10, 9, 11, 4, 6, 5, 7, 12, 14, 13, 15]; the order is its own
+  // inverse.
+  const __m512i order = _mm512_setr_epi32(0, 2, 1, 3, 8, 10, 9, 11, 4, 6, 5, 7, 12, 14, 13, 15);
+  _mm512_storeu_ps(out, _mm512_permutexvar_ps(order, r));
 }
 
-template <class L, int T>
-EPINFER_TARGET_AVX512 void TileTokens(const float* x, int64_t ldx, int64_t cols,
-                                      const uint8_t* row0, float* y, int64_t ldy, int64_t t) {
-  if constexpr (T > 0) {
-    if (t == T) return TileAvx512<L, T>(x, ldx, cols, row0, y, ldy);
-    return TileTokens<L, T - 1>(x, ldx, cols, row0, y, ldy, t);
+// Tile loaders, for batches beyond a few tokens: one chunk of kChunk columns of a weight row as
+// kVectors f32 vectors, lane p of vector v holding column Order(16 v + p) of the chunk (the tile
+// kernels read x permuted the same way, see StreamInput); columns past the last whole chunk load
+// 16 at a time in natural order through Part::LoadPart. kRows × kTokens is the tile: measured,
+// conversions that cost a shuffle or two per vector (BF16, F32, FP8 through F16) do best as
+// 4 rows × 6 tokens, where each input vector feeds 4 FMAs; the table lookup, which converts 64
+// weights at once, as 2 rows × 8 tokens.
+template <class P>
+struct TileBy16 {
+  using Part = P;
+  static constexpr int kBytes = P::kBytes, kChunk = 16, kVectors = 1, kRows = 4, kTokens = 6;
+  static constexpr int Order(int p) { return p; }
+  EPINFER_TARGET_AVX512 void Load(const uint8_t* p, __m512* v, __m512i* probe) const {
+    v[0] = P::Load16(p, probe);
   }
-}
+};
+using TileF32 = TileBy16<F32x512>;
+using TileBf16 = TileBy16<Bf16x512>;
+using TileFp8 = TileBy16<Fp8x512>;
 
 // FP8 → BF16 by table lookup: the high and low byte of each value's BF16 pattern (exact: E4M3
 // has 3 mantissa bits, BF16 7; NaN codes give NaN) from two 128-entry tables indexed by the
@@ -395,65 +366,67 @@ EPINFER_TARGET_AVX512VBMI void RowLut(const float* x, int64_t ldx, int64_t cols,
   }
 }
 
-// The tile kernel on the lookup path: per 64-column chunk, each row's four vectors feed one
-// accumulator per token.
-template <int T>
-EPINFER_TARGET_AVX512VBMI void TileLut(const float* x, int64_t ldx, int64_t cols,
-                                       const uint8_t* row0, const Fp8Tables& tables, float* y,
-                                       int64_t ldy) {
-  const LutRegisters lut = LoadLut(tables);
-  __m512 acc[kTileRows][T];
-  for (int i = 0; i < kTileRows; ++i) {
-    for (int t = 0; t < T; ++t) acc[i][t] = _mm512_setzero_ps();
+// The lookup conversion as a tile loader (VBMI).
+struct TileFp8Lut {
+  using Part = Fp8x512;
+  static constexpr int kBytes = 1, kChunk = 64, kVectors = 4, kRows = 2, kTokens = 8;
+  static constexpr int Order(int p) { return kLutOrder[p]; }
+  LutRegisters lut;
+  EPINFER_TARGET_AVX512VBMI void Load(const uint8_t* p, __m512* v, __m512i*) const {
+    LutConvert64(p, lut, v);
   }
-  __m512i probe = _mm512_setzero_si512();
-  int64_t c = 0;
-  for (; c + 64 <= cols; c += 64) {
-    for (int i = 0; i < kTileRows; ++i) {
-      const uint8_t* p = row0 + i * cols + c;
-      _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes), _MM_HINT_T0);
-      __m512 wv[4];
-      LutConvert64(p, lut, wv);
-      for (int t = 0; t < T; ++t) {
-        const float* xt = x + t * ldx + c;
-        for (int v = 0; v < 4; ++v) {
-          acc[i][t] = _mm512_fmadd_ps(wv[v], _mm512_loadu_ps(xt + 16 * v), acc[i][t]);
-        }
-      }
+};
+
+// The tile kernel, compiled once per target: the lookup loader needs VBMI, the others must run
+// on AVX-512 CPUs without it, and GCC inlines intrinsics only into functions of their target.
+namespace avx512 {
+#define EPINFER_TILE_TARGET EPINFER_TARGET_AVX512
+#include "worker/kernels/tile_kernel.inc"
+#undef EPINFER_TILE_TARGET
+}  // namespace avx512
+namespace vbmi {
+#define EPINFER_TILE_TARGET EPINFER_TARGET_AVX512VBMI
+#include "worker/kernels/tile_kernel.inc"
+#undef EPINFER_TILE_TARGET
+}  // namespace vbmi
+
+// Rows [r0, r1) of y[n, w.rows] = x · Wᵀ through a tile kernel, token blocks outermost so each
+// block of x stays in L1 while the chunk's rows (in L2 after the first block) stream past it.
+// Tiles stop where rows leave r0's FP8 scale block (x is scaled for that block); returns the
+// first row not done, for the row kernels.
+template <auto kTile, class TL>
+inline int64_t TileRows(const TL& loader, const float* x, int64_t n, const LinearWeight& w,
+                        float* y, int64_t r0, int64_t r1) {
+  const int64_t block = (w.first_row + r0) / kFp8BlockSize;
+  int64_t end = r0;
+  while (end + TL::kRows <= r1 && (w.dtype != DType::kF8E4M3 ||
+                                    (w.first_row + end + TL::kRows - 1) / kFp8BlockSize == block)) {
+    end += TL::kRows;
+  }
+  for (int64_t r = r0; r < end; r += TL::kRows) {
+    for (int64_t t = 0; t < n; t += TL::kTokens) {
+      kTile(loader, x + t * w.cols, w.cols, w.cols, RowBytes(w, r), y + t * w.rows + r, w.rows,
+            std::min<int64_t>(TL::kTokens, n - t));
     }
   }
-  for (; c < cols; c += 16) {
-    const int64_t k = std::min<int64_t>(16, cols - c);
-    for (int i = 0; i < kTileRows; ++i) {
-      const __m512 wv = Fp8x512::LoadPart(row0 + i * cols + c, k, &probe);
-      for (int t = 0; t < T; ++t) {
-        acc[i][t] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(Lanes16(k), x + t * ldx + c),
-                                    acc[i][t]);
-      }
-    }
-  }
-  if (HasFp8Nan(probe)) {
-    for (int i = 0; i < kTileRows; ++i) {
-      for (int t = 0; t < T; ++t) {
-        RowLut<1>(x + t * ldx, ldx, cols, row0 + i * cols, tables, y + t * ldy + i, ldy);
-      }
-    }
-    return;
-  }
-  for (int i = 0; i < kTileRows; ++i) {
-    for (int t = 0; t < T; ++t) y[t * ldy + i] = _mm512_reduce_add_ps(acc[i][t]);
-  }
+  return end;
 }
 
-template <int T>
-EPINFER_TARGET_AVX512VBMI void TileLutTokens(const float* x, int64_t ldx, int64_t cols,
-                                             const uint8_t* row0, const Fp8Tables& tables,
-                                             float* y, int64_t ldy, int64_t t) {
-  if constexpr (T > 0) {
-    if (t == T) return TileLut<T>(x, ldx, cols, row0, tables, y, ldy);
-    return TileLutTokens<T - 1>(x, ldx, cols, row0, tables, y, ldy, t);
+// Cache-line aligned storage for the copies of x the kernels make: a 64-byte load that straddles
+// two lines costs two, and the tile kernels load x twice per FMA pair.
+template <class T>
+struct CacheAligned {
+  using value_type = T;
+  CacheAligned() = default;
+  template <class U>
+  CacheAligned(const CacheAligned<U>&) {}
+  T* allocate(size_t n) {
+    return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64}));
   }
-}
+  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t{64}); }
+  bool operator==(const CacheAligned&) const { return true; }
+};
+using AlignedFloats = std::vector<float, CacheAligned<float>>;
 
 // What the AVX-512 streaming kernels multiply rows by: x itself, or for FP8 a copy of x per
 // 128-row scale block with each column × its block scale (× 2^8 where the weights come × 2^-8),
@@ -464,24 +437,31 @@ struct StreamInput {
   int64_t n = 0;
   const LinearWeight* w = nullptr;
   uint64_t id = 0;  // this product, unique: names the thread-local scaled copies
-  std::vector<float> ordered;  // FP8 on the lookup path: x in kLutOrder, once per product
+  // FP8 on the lookup path: x in kLutOrder, once per product.
+  AlignedFloats ordered;
 };
+
+// x [n, cols] with each whole chunk of a tile loader's columns in the loader's order.
+template <class TL>
+void OrderInput(const float* x, int64_t n, int64_t cols, AlignedFloats* out) {
+  const int64_t full = cols / TL::kChunk * TL::kChunk;
+  out->resize(static_cast<size_t>(n * cols));
+  for (int64_t t = 0; t < n; ++t) {
+    const float* xt = x + t * cols;
+    float* ot = out->data() + t * cols;
+    for (int64_t c0 = 0; c0 < full; c0 += TL::kChunk) {
+      for (int p = 0; p < TL::kChunk; ++p) ot[c0 + p] = xt[c0 + TL::Order(p)];
+    }
+    std::copy(xt + full, xt + cols, ot + full);
+  }
+}
 
 std::atomic<uint64_t> g_stream_inputs{0};
 
 StreamInput MakeStreamInput(const float* x, int64_t n, const LinearWeight& w) {
   StreamInput in{x, n, &w, g_stream_inputs.fetch_add(1, std::memory_order_relaxed) + 1, {}};
   if (w.dtype == DType::kF8E4M3 && ActiveSimd() >= Simd::kAvx512Vbmi) {
-    const int64_t cols = w.cols, full = cols / 64 * 64;
-    in.ordered.resize(static_cast<size_t>(n * cols));
-    for (int64_t t = 0; t < n; ++t) {
-      const float* xt = x + t * cols;
-      float* ot = in.ordered.data() + t * cols;
-      for (int64_t c0 = 0; c0 < full; c0 += 64) {
-        for (int p = 0; p < 64; ++p) ot[c0 + p] = xt[c0 + kLutOrder[p]];
-      }
-      std::copy(xt + full, xt + cols, ot + full);
-    }
+    OrderInput<TileFp8Lut>(x, n, w.cols, &in.ordered);
   }
   return in;
 }
@@ -491,7 +471,7 @@ const float* ScaledInput(const StreamInput& in, int64_t block) {
   struct Scaled {
     uint64_t id = 0;
     int64_t block = -1;
-    std::vector<float> x;
+    AlignedFloats x;
   };
   thread_local Scaled cache;
   if (cache.id == in.id && cache.block == block) return cache.x.data();
@@ -517,7 +497,7 @@ const float* ScaledInput(const StreamInput& in, int64_t block) {
   return cache.x.data();
 }
 
-template <class L>
+template <class L, class TL>
 EPINFER_TARGET_AVX512 void StreamRowsAvx512(const StreamInput& in, int64_t n,
                                             const LinearWeight& w, float* y, int64_t r0,
                                             int64_t r1) {
@@ -526,16 +506,8 @@ EPINFER_TARGET_AVX512 void StreamRowsAvx512(const StreamInput& in, int64_t n,
     return L::kBytes == 1 ? ScaledInput(in, (w.first_row + r) / kFp8BlockSize) : in.x;
   };
   if (n > kRowKernelMaxTokens) {
-    // Tiles of rows that share an FP8 scale block; rows left over go one at a time below.
-    for (; r0 + kTileRows <= r1 && (w.first_row + r0) / kFp8BlockSize ==
-                                       (w.first_row + r0 + kTileRows - 1) / kFp8BlockSize;
-         r0 += kTileRows) {
-      const uint8_t* rows = static_cast<const uint8_t*>(w.data) + r0 * w.cols * L::kBytes;
-      for (int64_t t = 0; t < n; t += kTileTokens) {
-        TileTokens<L, kTileTokens>(input(r0) + t * ld, ld, w.cols, rows, y + t * w.rows + r0,
-                                   w.rows, std::min<int64_t>(kTileTokens, n - t));
-      }
-    }
+    const float* x = L::kBytes == 1 ? input(r0) : in.x;
+    r0 = TileRows<avx512::TileTokens<TL, TL::kTokens>>(TL{}, x, n, w, y, r0, r1);
   }
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* row = static_cast<const uint8_t*>(w.data) + r * w.cols * L::kBytes;
@@ -568,16 +540,8 @@ EPINFER_TARGET_AVX512VBMI void StreamRowsLut(const StreamInput& in, int64_t n,
   const int64_t ld = w.cols;
   auto input = [&](int64_t r) { return ScaledInput(in, (w.first_row + r) / kFp8BlockSize); };
   if (n > kRowKernelMaxTokens) {
-    for (; r0 + kTileRows <= r1 && (w.first_row + r0) / kFp8BlockSize ==
-                                       (w.first_row + r0 + kTileRows - 1) / kFp8BlockSize;
-         r0 += kTileRows) {
-      const uint8_t* rows = static_cast<const uint8_t*>(w.data) + r0 * w.cols;
-      for (int64_t t = 0; t < n; t += kTileTokens) {
-        TileLutTokens<kTileTokens>(input(r0) + t * ld, ld, w.cols, rows, tables,
-                                   y + t * w.rows + r0, w.rows,
-                                   std::min<int64_t>(kTileTokens, n - t));
-      }
-    }
+    r0 = TileRows<vbmi::TileTokens<TileFp8Lut, TileFp8Lut::kTokens>>(
+        TileFp8Lut{LoadLut(tables)}, input(r0), n, w, y, r0, r1);
   }
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* row = static_cast<const uint8_t*>(w.data) + r * w.cols;
@@ -690,14 +654,6 @@ EPINFER_TARGET_AVX2 inline float Sum8(__m256 v) {
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
-}
-
-// 16 FP8 values × 2^-8 into two vectors of 8.
-EPINFER_TARGET_AVX2 inline void Fp8ToF32Scaled8x2(__m128i bytes, __m256* lo, __m256* hi) {
-  const __m256i h = _mm256_and_si256(_mm256_slli_epi16(_mm256_cvtepi8_epi16(bytes), 7),
-                                     _mm256_set1_epi16(static_cast<short>(0xBFFF)));
-  *lo = _mm256_cvtph_ps(_mm256_castsi256_si128(h));
-  *hi = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
 }
 
 // 16 elements per step into two vectors; FP8 as in the AVX-512 loaders.
@@ -836,12 +792,12 @@ void StreamRows(const StreamInput& in, int64_t n, const LinearWeight& w, float* 
   if (simd >= Simd::kAvx512) {
     switch (w.dtype) {
       case DType::kF32:
-        return StreamRowsAvx512<F32x512>(in, n, w, y, r0, r1);
+        return StreamRowsAvx512<F32x512, TileF32>(in, n, w, y, r0, r1);
       case DType::kBF16:
-        return StreamRowsAvx512<Bf16x512>(in, n, w, y, r0, r1);
+        return StreamRowsAvx512<Bf16x512, TileBf16>(in, n, w, y, r0, r1);
       case DType::kF8E4M3:
         if (simd >= Simd::kAvx512Vbmi) return StreamRowsLut(in, n, w, y, r0, r1);
-        return StreamRowsAvx512<Fp8x512>(in, n, w, y, r0, r1);
+        return StreamRowsAvx512<Fp8x512, TileFp8>(in, n, w, y, r0, r1);
       default:
         break;
     }

@@ -56,7 +56,7 @@ std::vector<Case> Cases() {
     for (DType dtype : {DType::kF32, DType::kBF16, DType::kF8E4M3}) {
       // Decode-sized (streamed, with odd tails and partial FP8 blocks) and prefill-sized (sgemm).
       // 1-4 tokens: row kernels; 5-64: row × token tiles; beyond: sgemm on dequantized panels.
-      for (int64_t n : {1, 3, 5, 16, 17, 40, 70}) cases.push_back({simd, dtype, n, 200, 300});
+      for (int64_t n : {1, 3, 5, 8, 9, 16, 17, 40, 64, 70}) cases.push_back({simd, dtype, n, 200, 300});
       cases.push_back({simd, dtype, 2, 17, 7});
       // Several whole FP8 blocks per row, then a partial one; 8 = two full token groups.
       for (int64_t n : {1, 8}) cases.push_back({simd, dtype, n, 130, 1000});
@@ -194,12 +194,14 @@ TEST_P(SimdTest, Fp8NanCodesPoisonExactlyTheOutputsTheyFeed) {
   Stored s = MakeWeight(DType::kF8E4M3, 40, 300, 31);
   s.bytes[7 * 300 + 211] = 0x7f;  // +NaN in row 7, column 211
   s.bytes[30 * 300 + 5] = 0xff;   // -NaN in row 30, column 5
-  for (int64_t n : {1, 2, 20, 70}) {
+  s.bytes[12 * 300 + 290] = 0x7f;  // +NaN in row 12's last partial chunk (column 290)
+  for (int64_t n : {1, 2, 5, 8, 20, 70}) {
     std::vector<float> xn = RandomVector(n * 300, 6), yn(static_cast<size_t>(n * 40));
     MatMul(xn.data(), n, s.w, yn.data());
     for (int64_t t = 0; t < n; ++t) {
       for (int64_t r = 0; r < 40; ++r) {
-        EXPECT_EQ(std::isnan(yn[t * 40 + r]), r == 7 || r == 30) << "n " << n << " row " << r;
+        EXPECT_EQ(std::isnan(yn[t * 40 + r]), r == 7 || r == 12 || r == 30)
+            << "n " << n << " row " << r;
       }
     }
   }
@@ -209,7 +211,9 @@ TEST_P(SimdTest, Fp8NanCodesPoisonExactlyTheOutputsTheyFeed) {
   const std::vector<float> xt = RandomVector(40, 8);
   std::vector<float> yt(300);
   MatMulTransposed(xt.data(), 1, s.w, yt.data());
-  for (int64_t c = 0; c < 300; ++c) EXPECT_EQ(std::isnan(yt[c]), c == 211 || c == 5) << c;
+  for (int64_t c = 0; c < 300; ++c) {
+    EXPECT_EQ(std::isnan(yt[c]), c == 211 || c == 5 || c == 290) << c;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(AllPaths, SimdTest, ::testing::Values("scalar", "avx2", "avx512", "avx512vbmi"));

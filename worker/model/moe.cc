@@ -1,12 +1,13 @@
 #include "worker/model/moe.h"
 
+#include <omp.h>
+
 #include <algorithm>
-#include <array>
-#include <cmath>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "worker/kernels/activation_codec.h"
 #include "worker/kernels/linear.h"
 #include "worker/kernels/ops.h"
 #include "worker/model/gate.h"
@@ -59,63 +60,71 @@ int64_t ActivationBytes(int64_t hidden, DType dtype) {
     case DType::kBF16:
       return hidden * 2;
     case DType::kF8E4M3:
-      return (hidden + kFp8BlockSize - 1) / kFp8BlockSize * 4 + hidden;
+      return Fp8RowBytes(hidden);
     default:
       return hidden * 4;
   }
 }
 
-namespace {
-
-// All 256 E4M3 codes as float: decoding is a table lookup times the group's scale.
-const std::array<float, 256>& Fp8Table() {
-  static const std::array<float, 256> table = [] {
-    std::array<float, 256> t{};
-    for (int c = 0; c < 256; ++c) t[c] = F8E4M3ToF32(static_cast<uint8_t>(c));
-    return t;
-  }();
-  return table;
+void EncodeActivations(const float* x, int64_t hidden, DType dtype, uint8_t* out) {
+  if (dtype == DType::kBF16) {
+    EncodeBf16Row(x, hidden, out);
+  } else if (dtype == DType::kF8E4M3) {
+    EncodeFp8Row(x, hidden, out);
+  } else {
+    std::memcpy(out, x, hidden * sizeof(float));
+  }
 }
 
-template <bool kAdd>
-void Decode(const uint8_t* in, int64_t hidden, DType dtype, float* x) {
+void DecodeActivations(const uint8_t* in, int64_t hidden, DType dtype, float* x) {
   if (dtype == DType::kBF16) {
-    for (int64_t i = 0; i < hidden; ++i) {
-      uint16_t b;
-      std::memcpy(&b, in + 2 * i, 2);
-      const float v = Bf16ToF32(b);
-      x[i] = kAdd ? x[i] + v : v;
-    }
+    DecodeBf16Row(in, hidden, x);
   } else if (dtype == DType::kF8E4M3) {
-    const std::array<float, 256>& table = Fp8Table();
-    const int64_t groups = (hidden + kFp8BlockSize - 1) / kFp8BlockSize;
-    const uint8_t* q = in + groups * 4;
-    for (int64_t g = 0; g < groups; ++g) {
-      float scale;
-      std::memcpy(&scale, in + g * 4, 4);
-      const int64_t begin = g * kFp8BlockSize, end = std::min(hidden, begin + kFp8BlockSize);
-      for (int64_t i = begin; i < end; ++i) {
-        const float v = table[q[i]] * scale;
-        x[i] = kAdd ? x[i] + v : v;
-      }
-    }
-  } else if (kAdd) {
-    for (int64_t i = 0; i < hidden; ++i) {
-      float v;
-      std::memcpy(&v, in + 4 * i, 4);
-      x[i] += v;
-    }
+    DecodeFp8Row(in, hidden, x);
   } else {
     std::memcpy(x, in, hidden * sizeof(float));
   }
 }
 
+void DecodeAddActivations(const uint8_t* in, int64_t hidden, DType dtype, float* x) {
+  if (dtype == DType::kBF16) {
+    DecodeAddBf16Row(in, hidden, x);
+  } else if (dtype == DType::kF8E4M3) {
+    DecodeAddFp8Row(in, hidden, x);
+  } else {
+    for (int64_t i = 0; i < hidden; ++i) {
+      float v;
+      std::memcpy(&v, in + 4 * i, 4);
+      x[i] += v;
+    }
+  }
+}
+
+namespace {
+
+// Below this many elements a row loop stays on the calling thread: waking the team costs more
+// than the codec of a few rows (a decode step's 128 tokens × 7168 channels is well above).
+constexpr int64_t kParallelMinElements = int64_t{1} << 16;
+
+// body(i) for i in [0, rows), split over KernelThreads() when the rows are many; serial inside a
+// parallel region. Iterations must touch disjoint memory.
+template <class Body>
+void ForEachRow(int64_t rows, int64_t hidden, const Body& body) {
+  const bool parallel =
+      KernelThreads() > 1 && !omp_in_parallel() && rows * hidden >= kParallelMinElements;
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t i = 0; i < rows; ++i) body(i);
+}
+
 // Per-thread buffers reused across layers and steps (each rank steps on one thread), so large
 // all-to-alls do not map and zero fresh memory every call.
 struct Scratch {
-  std::vector<uint8_t> encoded;
-  std::vector<std::vector<uint8_t>> send;
-  std::vector<std::vector<uint8_t>> received;
+  // Dispatch and combine move different sizes: separate buffers keep each at its size.
+  std::vector<std::vector<uint8_t>> dispatch_send, combine_send;
+  std::vector<std::vector<uint8_t>> dispatch_received, combine_received;
+  std::vector<float> received_x;                          // ExpertDispatcher::received_rows()
+  std::vector<uint8_t*> encoded_row;                      // [token] its first send row
+  std::vector<std::pair<uint8_t*, int32_t>> copied_rows;  // (send row, token) for the others
 };
 
 Scratch& ThreadScratch() {
@@ -124,37 +133,6 @@ Scratch& ThreadScratch() {
 }
 
 }  // namespace
-
-void EncodeActivations(const float* x, int64_t hidden, DType dtype, uint8_t* out) {
-  if (dtype == DType::kBF16) {
-    for (int64_t i = 0; i < hidden; ++i) {
-      const uint16_t b = F32ToBf16(x[i]);
-      std::memcpy(out + 2 * i, &b, 2);
-    }
-  } else if (dtype == DType::kF8E4M3) {
-    const int64_t groups = (hidden + kFp8BlockSize - 1) / kFp8BlockSize;
-    uint8_t* q = out + groups * 4;
-    for (int64_t g = 0; g < groups; ++g) {
-      const int64_t begin = g * kFp8BlockSize, end = std::min(hidden, begin + kFp8BlockSize);
-      float amax = 0;
-      for (int64_t i = begin; i < end; ++i) amax = std::max(amax, std::fabs(x[i]));
-      const float scale = amax > 0 ? amax / 448.0f : 1.0f;
-      const float inverse = 1.0f / scale;
-      std::memcpy(out + g * 4, &scale, 4);
-      for (int64_t i = begin; i < end; ++i) q[i] = F32ToF8E4M3(x[i] * inverse);
-    }
-  } else {
-    std::memcpy(out, x, hidden * sizeof(float));
-  }
-}
-
-void DecodeActivations(const uint8_t* in, int64_t hidden, DType dtype, float* x) {
-  Decode<false>(in, hidden, dtype, x);
-}
-
-void DecodeAddActivations(const uint8_t* in, int64_t hidden, DType dtype, float* x) {
-  Decode<true>(in, hidden, dtype, x);
-}
 
 ExpertDispatcher::ExpertDispatcher(Communicator& comm, const MoeTransportOptions& transport,
                                    int64_t hidden, int32_t top_k, int64_t local_slots)
@@ -172,25 +150,25 @@ absl::Status ExpertDispatcher::Dispatch(const float* x, const DispatchLayout& la
   const int64_t act_bytes = ActivationBytes(hidden_, transport_.dispatch);
   const int64_t row_bytes = act_bytes + top_k_ * 8;
   Scratch& scratch = ThreadScratch();
-  // Each token is encoded once, however many ranks it goes to.
-  const uint8_t* encoded = reinterpret_cast<const uint8_t*>(x);
-  if (transport_.dispatch != DType::kF32) {
-    scratch.encoded.resize(static_cast<size_t>(layout.num_tokens * act_bytes));
-    for (int64_t t = 0; t < layout.num_tokens; ++t) {
-      EncodeActivations(x + t * hidden_, hidden_, transport_.dispatch,
-                        scratch.encoded.data() + t * act_bytes);
-    }
-    encoded = scratch.encoded.data();
-  }
-  std::vector<std::vector<uint8_t>>& send = scratch.send;
+  std::vector<std::vector<uint8_t>>& send = scratch.dispatch_send;
   send.resize(static_cast<size_t>(ranks));
+  // Each token is encoded once, straight into its first send row; its rows to other ranks copy
+  // that one.
+  std::vector<uint8_t*>& encoded_row = scratch.encoded_row;
+  std::vector<std::pair<uint8_t*, int32_t>>& copied_rows = scratch.copied_rows;
+  encoded_row.assign(static_cast<size_t>(layout.num_tokens), nullptr);
+  copied_rows.clear();
   std::vector<absl::Span<const uint8_t>> spans;
   for (int r = 0; r < ranks; ++r) {
     const std::vector<int32_t>& tokens = layout.tokens[r];
     send[r].resize(tokens.size() * row_bytes);
     for (size_t i = 0; i < tokens.size(); ++i) {
       uint8_t* row = send[r].data() + i * row_bytes;
-      std::memcpy(row, encoded + tokens[i] * act_bytes, static_cast<size_t>(act_bytes));
+      if (encoded_row[tokens[i]] == nullptr) {
+        encoded_row[tokens[i]] = row;
+      } else {
+        copied_rows.emplace_back(row, tokens[i]);
+      }
       for (int32_t j = 0; j < top_k_; ++j) {
         const DispatchLayout::Entry& e = layout.entries[r][i * top_k_ + j];
         std::memcpy(row + act_bytes + 4 * j, &e.local_slot, 4);
@@ -200,7 +178,16 @@ absl::Status ExpertDispatcher::Dispatch(const float* x, const DispatchLayout& la
     spans.emplace_back(send[r]);
     stats_.bytes_sent_to[r] += static_cast<int64_t>(send[r].size());
   }
-  std::vector<std::vector<uint8_t>>& received = scratch.received;
+  ForEachRow(layout.num_tokens, hidden_, [&](int64_t t) {
+    if (encoded_row[t] != nullptr) {
+      EncodeActivations(x + t * hidden_, hidden_, transport_.dispatch, encoded_row[t]);
+    }
+  });
+  ForEachRow(static_cast<int64_t>(copied_rows.size()), hidden_, [&](int64_t c) {
+    const auto& [row, token] = copied_rows[c];
+    std::memcpy(row, encoded_row[token], static_cast<size_t>(act_bytes));
+  });
+  std::vector<std::vector<uint8_t>>& received = scratch.dispatch_received;
   const absl::Time start = absl::Now();
   RETURN_IF_ERROR(comm_.AllToAllV(spans, &received, deadline));
   stats_.dispatch_seconds = absl::ToDoubleSeconds(absl::Now() - start);
@@ -215,13 +202,21 @@ absl::Status ExpertDispatcher::Dispatch(const float* x, const DispatchLayout& la
     row_offset_[r + 1] = row_offset_[r] + static_cast<int64_t>(received[r].size()) / row_bytes;
   }
   const int64_t slots = static_cast<int64_t>(rows_of_slot_.size());
-  received_x_.resize(static_cast<size_t>(row_offset_.back() * hidden_));
+  num_received_ = row_offset_.back();
+  scratch.received_x.resize(static_cast<size_t>(num_received_ * hidden_));
+  float* received_x = scratch.received_x.data();
+  received_x_ = received_x;
+  for (size_t r = 0; r < received.size(); ++r) {
+    ForEachRow(row_offset_[r + 1] - row_offset_[r], hidden_, [&](int64_t i) {
+      DecodeActivations(received[r].data() + i * row_bytes, hidden_, transport_.dispatch,
+                        received_x + (row_offset_[r] + i) * hidden_);
+    });
+  }
   for (auto& rows : rows_of_slot_) rows.clear();
   for (size_t r = 0; r < received.size(); ++r) {
     for (int64_t i = 0; i < row_offset_[r + 1] - row_offset_[r]; ++i) {
       const uint8_t* row = received[r].data() + i * row_bytes;
       const int64_t global = row_offset_[r] + i;
-      DecodeActivations(row, hidden_, transport_.dispatch, received_x_.data() + global * hidden_);
       for (int32_t j = 0; j < top_k_; ++j) {
         int32_t slot;
         float weight;
@@ -247,20 +242,20 @@ absl::Status ExpertDispatcher::Combine(const float* expert_sums, const DispatchL
   const int ranks = comm_.size();
   const int64_t row_bytes = ActivationBytes(hidden_, transport_.combine);
   Scratch& scratch = ThreadScratch();
-  std::vector<std::vector<uint8_t>>& back = scratch.send;
+  std::vector<std::vector<uint8_t>>& back = scratch.combine_send;
   back.resize(static_cast<size_t>(ranks));
   std::vector<absl::Span<const uint8_t>> spans;
   for (int r = 0; r < ranks; ++r) {
     const int64_t n = row_offset_[r + 1] - row_offset_[r];
     back[r].resize(static_cast<size_t>(n * row_bytes));
-    for (int64_t i = 0; i < n; ++i) {
+    ForEachRow(n, hidden_, [&](int64_t i) {
       EncodeActivations(expert_sums + (row_offset_[r] + i) * hidden_, hidden_, transport_.combine,
                         back[r].data() + i * row_bytes);
-    }
+    });
     spans.emplace_back(back[r]);
     stats_.bytes_sent_to[r] += static_cast<int64_t>(back[r].size());
   }
-  std::vector<std::vector<uint8_t>>& combined = scratch.received;
+  std::vector<std::vector<uint8_t>>& combined = scratch.combine_received;
   const absl::Time start = absl::Now();
   RETURN_IF_ERROR(comm_.AllToAllV(spans, &combined, deadline));
   stats_.combine_seconds = absl::ToDoubleSeconds(absl::Now() - start);
@@ -271,10 +266,11 @@ absl::Status ExpertDispatcher::Combine(const float* expert_sums, const DispatchL
       return absl::DataLossError(absl::StrCat("combine from rank ", r, ": ", combined[r].size(),
                                               " bytes for ", tokens.size(), " rows"));
     }
-    for (size_t i = 0; i < tokens.size(); ++i) {
+    // A token comes back from a rank once, so one rank's rows add into distinct outputs.
+    ForEachRow(static_cast<int64_t>(tokens.size()), hidden_, [&](int64_t i) {
       DecodeAddActivations(combined[r].data() + i * row_bytes, hidden_, transport_.combine,
                            out + tokens[i] * hidden_);
-    }
+    });
   }
   return absl::OkStatus();
 }

@@ -74,9 +74,11 @@ class ExpertDispatcher {
   // x: f32 [num_tokens, hidden]. Afterwards received_rows() and rows_of_slot() describe what
   // this rank's experts must compute.
   absl::Status Dispatch(const float* x, const DispatchLayout& layout, absl::Time deadline);
-  int64_t num_received() const { return static_cast<int64_t>(received_x_.size()) / hidden_; }
-  // f32 [num_received, hidden], decoded.
-  const float* received_rows() const { return received_x_.data(); }
+  int64_t num_received() const { return num_received_; }
+  // f32 [num_received, hidden], decoded. In a per-thread buffer reused across layers and steps
+  // (fresh memory would cost page faults on every row): valid until the next Dispatch on this
+  // thread.
+  const float* received_rows() const { return received_x_; }
   // For each local slot: (received row, gate weight) pairs.
   const std::vector<std::vector<std::pair<int64_t, float>>>& rows_of_slot() const {
     return rows_of_slot_;
@@ -96,7 +98,8 @@ class ExpertDispatcher {
   const int64_t hidden_;
   const int32_t top_k_;
   std::vector<int64_t> row_offset_;  // [rank + 1]: received rows by source rank
-  std::vector<float> received_x_;
+  int64_t num_received_ = 0;
+  const float* received_x_ = nullptr;
   std::vector<std::vector<std::pair<int64_t, float>>> rows_of_slot_;
   MoeStats stats_;
 };

@@ -1,10 +1,15 @@
 #include "worker/model/moe.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "worker/comm/local.h"
+#include "worker/kernels/linear.h"
 
 namespace epinfer {
 namespace {
@@ -87,6 +92,102 @@ TEST(DispatchLayoutTest, ReplicatedExpertsAreSpreadOverTheirReplicasByToken) {
   DispatchLayout layout = BuildDispatchLayout(experts.data(), weights.data(), 4, 1, p);
   EXPECT_EQ(layout.tokens[0], (std::vector<int32_t>{0, 2}));
   EXPECT_EQ(layout.tokens[1], (std::vector<int32_t>{1, 3}));
+}
+
+// Two ranks as threads, FP8 dispatch and BF16 combine, rows enough for the codec loops to split
+// over the kernel threads, tokens that go to one rank and tokens that go to both: each rank gets
+// exactly the codec's round trip of each routed token, in its sender's layout order, with its
+// slots, and each token gets back the sum of what its ranks returned.
+TEST(ExpertDispatcherTest, RanksReceiveTheEncodedRowsOfTheirTokensAndCombineAddsThemBack) {
+  constexpr int kRanks = 2, kTopK = 2;
+  constexpr int64_t kTokens = 96, kHidden = 1000;  // 7 full groups and one of 104 channels
+  SetKernelThreads(2);
+  const MoeTransportOptions transport = {DType::kF8E4M3, DType::kBF16};
+  LayerPlacement p;
+  p.num_ranks = kRanks;
+  p.slots_per_rank = 2;
+  p.phy2log = {0, 1, 2, 3};
+  ASSERT_TRUE(p.Index(4).ok());
+  std::vector<std::vector<float>> x(kRanks);
+  std::vector<DispatchLayout> layouts;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal;
+  for (int r = 0; r < kRanks; ++r) {
+    x[r].resize(kTokens * kHidden);
+    for (float& v : x[r]) v = normal(rng);
+    std::vector<int32_t> experts;
+    for (int64_t t = 0; t < kTokens; ++t) {
+      experts.push_back(static_cast<int32_t>(t % 4));
+      experts.push_back(static_cast<int32_t>((t % 4 + 1 + (t / 4) % 3) % 4));
+    }
+    const std::vector<float> weights(experts.size(), 0.5f);
+    layouts.push_back(BuildDispatchLayout(experts.data(), weights.data(), kTokens, kTopK, p));
+  }
+
+  // Each rank: dispatch, return each received row as its expert sum, combine.
+  std::vector<std::unique_ptr<Communicator>> comms = LocalGroup::Create(kRanks);
+  std::vector<std::vector<float>> received(kRanks), out(kRanks);
+  std::vector<std::vector<std::vector<std::pair<int64_t, float>>>> rows_of_slot(kRanks);
+  std::vector<absl::Status> status(kRanks);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < kRanks; ++r) {
+    threads.emplace_back([&, r] {
+      ExpertDispatcher dispatcher(*comms[r], transport, kHidden, kTopK, p.slots_per_rank);
+      const absl::Time deadline = absl::Now() + absl::Seconds(30);
+      status[r] = dispatcher.Dispatch(x[r].data(), layouts[r], deadline);
+      if (!status[r].ok()) return;
+      received[r].assign(dispatcher.received_rows(),
+                         dispatcher.received_rows() + dispatcher.num_received() * kHidden);
+      rows_of_slot[r] = dispatcher.rows_of_slot();
+      out[r].assign(kTokens * kHidden, 0.0f);
+      status[r] = dispatcher.Combine(received[r].data(), layouts[r], deadline, out[r].data());
+    });
+  }
+  for (std::thread& t : threads) t.join();
+
+  std::vector<uint8_t> fp8(ActivationBytes(kHidden, DType::kF8E4M3));
+  std::vector<uint8_t> bf16(ActivationBytes(kHidden, DType::kBF16));
+  std::vector<float> row(kHidden);
+  std::vector<std::vector<float>> want_out(kRanks, std::vector<float>(kTokens * kHidden, 0.0f));
+  bool both = false, one = false;
+  for (int me = 0; me < kRanks; ++me) {
+    ASSERT_TRUE(status[me].ok()) << "rank " << me << ": " << status[me];
+    std::vector<std::vector<std::pair<int64_t, float>>> want_slots(p.slots_per_rank);
+    int64_t global = 0;
+    for (int from = 0; from < kRanks; ++from) {
+      const DispatchLayout& layout = layouts[from];
+      for (size_t i = 0; i < layout.tokens[me].size(); ++i, ++global) {
+        const int32_t t = layout.tokens[me][i];
+        const bool to_both =
+            std::count(layout.tokens[1 - me].begin(), layout.tokens[1 - me].end(), t) > 0;
+        both |= to_both;
+        one |= !to_both;
+        EncodeActivations(x[from].data() + t * kHidden, kHidden, DType::kF8E4M3, fp8.data());
+        DecodeActivations(fp8.data(), kHidden, DType::kF8E4M3, row.data());
+        ASSERT_LE((global + 1) * kHidden, static_cast<int64_t>(received[me].size()));
+        ASSERT_EQ(std::memcmp(row.data(), received[me].data() + global * kHidden,
+                              kHidden * sizeof(float)),
+                  0)
+            << "rank " << me << ", row " << global << " (token " << t << " of rank " << from
+            << ")";
+        for (int j = 0; j < kTopK; ++j) {
+          const DispatchLayout::Entry& e = layout.entries[me][i * kTopK + j];
+          if (e.local_slot >= 0) want_slots[e.local_slot].emplace_back(global, e.weight);
+        }
+        EncodeActivations(row.data(), kHidden, DType::kBF16, bf16.data());
+        DecodeAddActivations(bf16.data(), kHidden, DType::kBF16,
+                             want_out[from].data() + t * kHidden);
+      }
+    }
+    EXPECT_EQ(global * kHidden, static_cast<int64_t>(received[me].size())) << "rank " << me;
+    EXPECT_EQ(rows_of_slot[me], want_slots) << "rank " << me;
+  }
+  EXPECT_TRUE(both && one) << "the routing must send some tokens to one rank, some to both";
+  for (int r = 0; r < kRanks; ++r) {
+    // Combine adds the ranks' rows in rank order, as the reference above.
+    EXPECT_EQ(std::memcmp(out[r].data(), want_out[r].data(), out[r].size() * sizeof(float)), 0)
+        << "rank " << r;
+  }
 }
 
 TEST(PlacementTest, FromJsonValidatesSlotsAndCoverage) {
