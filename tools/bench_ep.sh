@@ -139,7 +139,7 @@ declare -A RESULT BW_D BW_C
 if (( QUICK )); then DECODE_ITERS=20; PREFILL_ITERS=2; else DECODE_ITERS=100; PREFILL_ITERS=5; fi
 for size in 2 4; do
   for tokens in 128 4096; do
-    if (( tokens == 128 )); then iters=$DECODE_ITERS; warmup=10; else iters=$PREFILL_ITERS; warmup=1; fi
+    if (( tokens == 128 )); then iters=$DECODE_ITERS; warmup=10; else iters=$PREFILL_ITERS; warmup=2; fi
     log "== dispatch_bench --size=$size --tokens=$tokens --iters=$iters"
     RESULT[$size.$tokens]=$(bench "$size" "$tokens" "$iters" "$warmup")
     log "${RESULT[$size.$tokens]}"

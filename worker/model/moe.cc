@@ -15,13 +15,36 @@
 namespace epinfer {
 
 void RunMlp(const MlpWeights& w, const float* x, int64_t n, float* y) {
-  if (n == 0) return;
-  const int64_t inter = w.gate_proj.rows;
-  std::vector<float> gate(static_cast<size_t>(n * inter)), up(gate.size());
-  MatMul(x, n, w.gate_proj, gate.data());
-  MatMul(x, n, w.up_proj, up.data());
-  SiluMul(gate.data(), up.data(), n * inter, gate.data());
-  MatMul(gate.data(), n, w.down_proj, y);
+  const MlpJob job{&w, x, n, y};
+  RunMlps({&job, 1});
+}
+
+void RunMlps(absl::Span<const MlpJob> jobs) {
+  // gate and up of every MLP in one MatMulBatch, SiLU(gate) · up over all of them at once, then
+  // every down product in a second batch: two parallel regions however many experts, where one
+  // per product cost each decode step dozens of fork/joins and their load imbalance.
+  std::vector<int64_t> offset(jobs.size() + 1, 0);
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    offset[j + 1] = offset[j] + jobs[j].n * jobs[j].w->gate_proj.rows;
+  }
+  if (offset.back() == 0) return;
+  std::vector<float> gate(static_cast<size_t>(offset.back())), up(gate.size());
+  std::vector<MatMulJob> products;
+  products.reserve(2 * jobs.size());
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    const MlpJob& m = jobs[j];
+    if (m.n == 0) continue;
+    products.push_back({m.x, m.n, &m.w->gate_proj, gate.data() + offset[j]});
+    products.push_back({m.x, m.n, &m.w->up_proj, up.data() + offset[j]});
+  }
+  MatMulBatch(products);
+  SiluMul(gate.data(), up.data(), offset.back(), gate.data());
+  products.clear();
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    const MlpJob& m = jobs[j];
+    if (m.n > 0) products.push_back({gate.data() + offset[j], m.n, &m.w->down_proj, m.y});
+  }
+  MatMulBatch(products);
 }
 
 DispatchLayout BuildDispatchLayout(const int32_t* experts, const float* weights,
@@ -303,32 +326,53 @@ absl::Status RunMoe(const ModelConfig& c, const LayerWeights& w, const LayerPlac
                               static_cast<int64_t>(w.experts.size()));
   RETURN_IF_ERROR(dispatcher.Dispatch(h, layout, deadline));
 
-  // Grouped expert compute: each local expert on the rows routed to it; each row collects the
-  // weighted sum of its experts' outputs.
+  // Grouped expert compute: each local expert on the rows routed to it, beside the shared
+  // experts on this rank's own tokens, all in one RunMlps; each received row then collects the
+  // weighted sum of its experts' outputs. Experts go in groups of at most kGroupRows rows, which
+  // bounds the gathered copies on long prefills.
+  constexpr int64_t kGroupRows = 4096;
   std::vector<float> sums(static_cast<size_t>(dispatcher.num_received() * hidden), 0.0f);
+  const auto& slot_rows = dispatcher.rows_of_slot();
   std::vector<float> xs, ys;
-  for (size_t s = 0; s < w.experts.size(); ++s) {
-    const auto& rows = dispatcher.rows_of_slot()[s];
-    if (rows.empty()) continue;
-    const int64_t n = static_cast<int64_t>(rows.size());
-    xs.resize(static_cast<size_t>(n * hidden));
+  std::vector<MlpJob> jobs;
+  bool shared_done = !w.has_shared_experts;
+  if (shared_done) std::fill(out, out + num_tokens * hidden, 0.0f);
+  for (size_t first = 0; first < w.experts.size() || !shared_done;) {
+    size_t last = first;
+    int64_t rows = 0;
+    while (last < w.experts.size() &&
+           (rows == 0 || rows + static_cast<int64_t>(slot_rows[last].size()) <= kGroupRows)) {
+      rows += static_cast<int64_t>(slot_rows[last++].size());
+    }
+    xs.resize(static_cast<size_t>(rows * hidden));
     ys.resize(xs.size());
-    for (int64_t i = 0; i < n; ++i) {
-      std::memcpy(xs.data() + i * hidden, dispatcher.received_rows() + rows[i].first * hidden,
-                  hidden * sizeof(float));
+    jobs.clear();
+    int64_t row = 0;
+    for (size_t s = first; s < last; ++s) {
+      const int64_t n = static_cast<int64_t>(slot_rows[s].size());
+      for (int64_t i = 0; i < n; ++i) {
+        std::memcpy(xs.data() + (row + i) * hidden,
+                    dispatcher.received_rows() + slot_rows[s][i].first * hidden,
+                    hidden * sizeof(float));
+      }
+      jobs.push_back({&w.experts[s], xs.data() + row * hidden, n, ys.data() + row * hidden});
+      row += n;
     }
-    RunMlp(w.experts[s], xs.data(), n, ys.data());
-    for (int64_t i = 0; i < n; ++i) {
-      Axpy(rows[i].second, ys.data() + i * hidden, hidden, sums.data() + rows[i].first * hidden);
+    if (!shared_done) {
+      jobs.push_back({&w.shared_experts, h, num_tokens, out});
+      shared_done = true;
     }
+    RunMlps(jobs);
+    row = 0;
+    for (size_t s = first; s < last; ++s) {
+      for (const auto& [received, weight] : slot_rows[s]) {
+        Axpy(weight, ys.data() + row++ * hidden, hidden, sums.data() + received * hidden);
+      }
+    }
+    first = last;
   }
 
-  // Shared experts, then combine adds the routed contributions.
-  if (w.has_shared_experts) {
-    RunMlp(w.shared_experts, h, num_tokens, out);
-  } else {
-    std::fill(out, out + num_tokens * hidden, 0.0f);
-  }
+  // Combine adds the routed contributions to the shared experts' output.
   RETURN_IF_ERROR(dispatcher.Combine(sums.data(), layout, deadline, out));
   if (stats != nullptr) {
     *stats = std::move(dispatcher.stats());

@@ -6,6 +6,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "worker/comm/communicator.h"
 #include "worker/model/placement.h"
 #include "worker/model/weights.h"
@@ -14,6 +15,16 @@ namespace epinfer {
 
 // y[n, hidden] = down(silu(gate(x)) · up(x)) for a dense MLP, a shared expert or one routed expert.
 void RunMlp(const MlpWeights& w, const float* x, int64_t n, float* y);
+
+// One SwiGLU MLP product of RunMlps: y[n, hidden] = MLP_w(x[n, hidden]).
+struct MlpJob {
+  const MlpWeights* w = nullptr;
+  const float* x = nullptr;
+  int64_t n = 0;
+  float* y = nullptr;
+};
+// Independent MLPs (a layer's experts) as two batches of products (see MatMulBatch).
+void RunMlps(absl::Span<const MlpJob> jobs);
 
 // DeepEP's layout step: which rows each rank receives and for which of its expert slots.
 // Computed once per MoE layer per step from the gate's choices and reused by dispatch and
