@@ -46,7 +46,9 @@ ABSL_FLAG(double, min_seconds, 1.5,
           "Each decode measurement runs about this long (three segments of at most 80 steps).");
 ABSL_FLAG(bool, measure_limits, true,
           "Measure bandwidth and sgemm peak (off: engine numbers only, for profiling).");
-ABSL_FLAG(int, repeats, 2, "Prefill repetitions (the best counts).");
+ABSL_FLAG(int, repeats, 2, "Prefill repetitions per round (the best counts).");
+ABSL_FLAG(int, rounds, 3,
+          "Rounds over all measurements, interleaved in time; each measurement's best counts.");
 
 namespace epinfer {
 namespace {
@@ -414,6 +416,9 @@ absl::Status Run() {
   const int64_t prefill_tokens = absl::GetFlag(FLAGS_prefill_tokens);
   const int64_t context = absl::GetFlag(FLAGS_decode_context);
   const double min_seconds = absl::GetFlag(FLAGS_min_seconds);
+  if (absl::GetFlag(FLAGS_rounds) < 1 || absl::GetFlag(FLAGS_repeats) < 1) {
+    return absl::InvalidArgumentError("--rounds and --repeats must be at least 1");
+  }
   std::printf("SIMD %s, %d cores, decode after a %lld-token prefill per sequence\n",
               SimdLevel(), omp_get_num_procs(), static_cast<long long>(context));
   std::fflush(stdout);
@@ -421,9 +426,10 @@ absl::Status Run() {
   // Limits before and after the engine runs; the better of the two counts, so a neighbour's
   // load during one measurement cannot flatter the ratios.
   const Limits before = MeasureLimits(thread_counts);
-  std::vector<Measurement> results;
   std::map<std::string, int64_t> bytes_per_token;
   double prefill_flops = 0;
+  std::vector<std::string> names;
+  std::vector<Engine> engines;
   for (absl::string_view dtype_name : absl::StrSplit(absl::GetFlag(FLAGS_dtypes), ',')) {
     const std::string weights(dtype_name);
     ASSIGN_OR_RETURN(DType dtype, ParseWeightDType(weights));
@@ -432,26 +438,43 @@ absl::Status Run() {
     ASSIGN_OR_RETURN(e.model, DeepseekV3Model::Load(dir));
     bytes_per_token[weights] = WeightBytesPerDecodeToken(*e.model);
     prefill_flops = PrefillFlops(e.model->config(), prefill_tokens);
-    for (int64_t threads : thread_counts) {
-      SetKernelThreads(static_cast<int>(threads));
-      if (prefill_tokens > 0) {
-        double best = 0;
-        for (int r = 0; r < absl::GetFlag(FLAGS_repeats); ++r) {
-          ASSIGN_OR_RETURN(QuietResult rate, Quietly([&]() -> absl::StatusOr<double> {
-            ASSIGN_OR_RETURN(double seconds, TimePrefill(e, prefill_tokens));
-            return prefill_tokens / seconds;
-          }));
-          best = std::max(best, rate.value);
-        }
-        results.push_back({weights, threads, 0, best});
+    names.push_back(weights);
+    engines.push_back(std::move(e));
+  }
+  // Every measurement once per round, rounds one after another, the best of each kept: the
+  // machine's speed drifts over minutes (shared host), and a ratio between two measurements is
+  // only as good as their exposure to the same conditions.
+  std::vector<Measurement> results;
+  auto keep = [&results](Measurement m) {
+    for (Measurement& r : results) {
+      if (r.weights == m.weights && r.threads == m.threads && r.batch == m.batch) {
+        r.tokens_per_second = std::max(r.tokens_per_second, m.tokens_per_second);
+        return;
       }
-      for (int64_t b : batches) {
-        ASSIGN_OR_RETURN(double rate, DecodeRate(e, b, context, min_seconds));
-        results.push_back({weights, threads, b, rate});
-      }
-      std::fprintf(stderr, "%s, %lld threads done\n", weights.c_str(),
-                   static_cast<long long>(threads));
     }
+    results.push_back(std::move(m));
+  };
+  for (int round = 0; round < absl::GetFlag(FLAGS_rounds); ++round) {
+    for (size_t d = 0; d < engines.size(); ++d) {
+      Engine& e = engines[d];
+      for (int64_t threads : thread_counts) {
+        SetKernelThreads(static_cast<int>(threads));
+        if (prefill_tokens > 0) {
+          for (int r = 0; r < absl::GetFlag(FLAGS_repeats); ++r) {
+            ASSIGN_OR_RETURN(QuietResult rate, Quietly([&]() -> absl::StatusOr<double> {
+              ASSIGN_OR_RETURN(double seconds, TimePrefill(e, prefill_tokens));
+              return prefill_tokens / seconds;
+            }));
+            keep({names[d], threads, 0, rate.value});
+          }
+        }
+        for (int64_t b : batches) {
+          ASSIGN_OR_RETURN(double rate, DecodeRate(e, b, context, min_seconds));
+          keep({names[d], threads, b, rate});
+        }
+      }
+    }
+    std::fprintf(stderr, "round %d of %d done\n", round + 1, absl::GetFlag(FLAGS_rounds));
   }
   const Limits after = MeasureLimits(thread_counts);
   Limits limits;
