@@ -2,7 +2,8 @@
 # Serving speed on the `small` preset, everything in one run (docs/PERFORMANCE.md, issue 6):
 #   1. the engine's own batch-32 decode rate in the served layout: `epinfer forward --mode decode
 #      --ep 2 --transport ucx --threads 1` on 32 sequences (2 UCX ranks of 1 thread, 16 sequences
-#      each; no gRPC, no router, no step loop): wall and CPU time of 56 steps minus those of 8, so
+#      each; no gRPC, no router, no step loop): wall and CPU time of 160 steps minus those of 32
+#      (decode positions 32-159, as served below), so
 #      process start, model load and UCX wire-up cancel; median of 3 runs each, measured before
 #      and after the served runs (the ratio uses their mean: other sessions share this machine);
 #   2. `epinfer serve --workers 2` (router + scheduler + 2 UCX worker ranks of 1 thread) under
@@ -70,8 +71,11 @@ sequences() {  # sequences N: 32 random token sequences of N tokens, ';'-separat
 r = random.Random(7)
 print(';'.join(','.join(str(r.randrange(2, 8000)) for _ in range($1)) for _ in range(32)))"
 }
-L1=8; L2=56
-(( QUICK )) && L2=24
+# Decode positions L1..L2-1 = 32..159, the positions the served requests below decode at (32-token
+# prompts, 128 tokens out): attention grows with the context, so the engine's rate is measured on
+# the same work the service does.
+L1=32; L2=160
+(( QUICK )) && L2=48
 # engine_decode LABEL: sets ENGINE_TPS[LABEL] (tokens/s) and ENGINE_CPU_MS[LABEL] (CPU ms/token).
 declare -A ENGINE_TPS ENGINE_CPU_MS
 engine_decode() {
@@ -200,7 +204,8 @@ for n in (1, 8, 32):
 r = c[32]
 out_tokens = r["total_output_tokens"]
 print(f"| Served concurrency-32 output tokens/s vs the engine's own batch-32 decode in the same "
-      f"layout (`epinfer forward --mode decode --ep 2 --transport ucx --threads 1`, 32 sequences: "
+      f"layout (`epinfer forward --mode decode --ep 2 --transport ucx --threads 1`, 32 sequences "
+      f"decoding positions 32-159 like the served requests: "
       f"no gRPC, router or step loop), {setup} | {r['output_throughput']:.1f} tok/s served "
       f"(between chunks: 32 / ITL p50 = {32000 / r['p50_itl_ms']:.1f} tok/s); CPU per generated "
       f"token {1000 * workers_cpu / out_tokens:.2f} ms in the workers (prefill included) + "
