@@ -885,6 +885,10 @@ int KernelThreads() {
   return g_threads;
 }
 
+bool ParallelWorthwhile(int64_t work) {
+  return KernelThreads() > 1 && !omp_in_parallel() && work >= kParallelMinWork;
+}
+
 void DequantizeRows(const LinearWeight& w, int64_t row_begin, int64_t row_end, float* out) {
   const int64_t count = (row_end - row_begin) * w.cols;
   switch (w.dtype) {
@@ -906,8 +910,7 @@ void DequantizeRows(const LinearWeight& w, int64_t row_begin, int64_t row_end, f
 
 void MatMul(const float* x, int64_t n, const LinearWeight& w, float* y) {
   if (n <= 0 || w.rows <= 0) return;
-  const bool parallel = KernelThreads() > 1 && !omp_in_parallel() &&
-                        w.rows * w.cols * n >= kParallelMinWork;
+  const bool parallel = ParallelWorthwhile(w.rows * w.cols * n);
   if (n <= kStreamMaxTokens) {
     const StreamInput in = MakeStreamInput(x, n, w);
 #pragma omp parallel for schedule(static) if (parallel)
@@ -959,8 +962,7 @@ void MatMulBatch(std::span<const MatMulJob> jobs) {
     }
   }
   if (chunks.empty()) return;
-  const int threads = KernelThreads();
-  const bool parallel = threads > 1 && !omp_in_parallel() && total >= kParallelMinWork;
+  const bool parallel = ParallelWorthwhile(total);
 #pragma omp parallel if (parallel)
   {
     // Thread i takes the chunks ending in (i, i + 1] × total / threads: contiguous bytes, which

@@ -68,6 +68,10 @@ void DequantizeRows(const LinearWeight& w, int64_t row_begin, int64_t row_end, f
 // Threads the kernels use (OpenMP); 0 = all cores. OpenBLAS runs single-threaded inside them.
 void SetKernelThreads(int threads);
 int KernelThreads();
+// Whether a loop of `work` units (weight elements × tokens, or bytes) should fork the kernel
+// threads: there are several, the caller is not inside a parallel region already, and the work
+// outweighs waking them.
+bool ParallelWorthwhile(int64_t work);
 
 }  // namespace epinfer
 

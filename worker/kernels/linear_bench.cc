@@ -25,8 +25,14 @@ ABSL_FLAG(int, windows, 20, "Windows per measurement; the best counts.");
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   using Clock = std::chrono::steady_clock;
-  epinfer::SetKernelThreads(absl::GetFlag(FLAGS_threads));
   const int64_t rows = absl::GetFlag(FLAGS_rows), cols = absl::GetFlag(FLAGS_cols);
+  if (rows < 1 || cols < 1 || absl::GetFlag(FLAGS_threads) < 0 ||
+      !(absl::GetFlag(FLAGS_seconds) > 0) || absl::GetFlag(FLAGS_windows) < 1) {
+    std::fprintf(stderr, "linear_bench: --rows, --cols, --windows >= 1, --threads >= 0, "
+                         "--seconds > 0\n");
+    return 2;
+  }
+  epinfer::SetKernelThreads(absl::GetFlag(FLAGS_threads));
   std::printf("| dtype | tokens | GFLOP/s | GB/s of weights |\n|---|---|---|---|\n");
   for (absl::string_view name : absl::StrSplit(absl::GetFlag(FLAGS_dtypes), ',')) {
     epinfer::DType dtype;
@@ -37,7 +43,11 @@ int main(int argc, char** argv) {
     const epinfer::RandomWeight w = epinfer::MakeRandomWeight(dtype, rows, cols, 7);
     for (absl::string_view t : absl::StrSplit(absl::GetFlag(FLAGS_tokens), ',')) {
       int64_t n = 0;
-      if (!absl::SimpleAtoi(t, &n) || n <= 0) return 2;
+      if (!absl::SimpleAtoi(t, &n) || n <= 0) {
+        std::fprintf(stderr, "linear_bench: --tokens: \"%s\" is not a count\n",
+                     std::string(t).c_str());
+        return 2;
+      }
       std::vector<float> x(static_cast<size_t>(n * cols), 0.01f), y(static_cast<size_t>(n * rows));
       epinfer::MatMul(x.data(), n, w.w, y.data());
       // The best of short windows: this machine's cores are shared, and a busy neighbour only

@@ -1,7 +1,5 @@
 #include "worker/model/moe.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cstring>
 
@@ -125,16 +123,11 @@ void DecodeAddActivations(const uint8_t* in, int64_t hidden, DType dtype, float*
 
 namespace {
 
-// Below this many elements a row loop stays on the calling thread: waking the team costs more
-// than the codec of a few rows (a decode step's 128 tokens × 7168 channels is well above).
-constexpr int64_t kParallelMinElements = int64_t{1} << 16;
-
-// body(i) for i in [0, rows), split over KernelThreads() when the rows are many; serial inside a
-// parallel region. Iterations must touch disjoint memory.
+// body(i) for i in [0, rows), split over the kernel threads when the rows are many (see
+// ParallelWorthwhile). Iterations must touch disjoint memory.
 template <class Body>
 void ForEachRow(int64_t rows, int64_t hidden, const Body& body) {
-  const bool parallel =
-      KernelThreads() > 1 && !omp_in_parallel() && rows * hidden >= kParallelMinElements;
+  const bool parallel = ParallelWorthwhile(rows * hidden);
 #pragma omp parallel for schedule(static) if (parallel)
   for (int64_t i = 0; i < rows; ++i) body(i);
 }
@@ -335,9 +328,9 @@ absl::Status RunMoe(const ModelConfig& c, const LayerWeights& w, const LayerPlac
   const auto& slot_rows = dispatcher.rows_of_slot();
   std::vector<float> xs, ys;
   std::vector<MlpJob> jobs;
-  bool shared_done = !w.has_shared_experts;
-  if (shared_done) std::fill(out, out + num_tokens * hidden, 0.0f);
-  for (size_t first = 0; first < w.experts.size() || !shared_done;) {
+  if (!w.has_shared_experts) std::fill(out, out + num_tokens * hidden, 0.0f);
+  size_t first = 0;
+  do {  // at least once: the shared experts run in the first group even with no routed rows
     size_t last = first;
     int64_t rows = 0;
     while (last < w.experts.size() &&
@@ -358,9 +351,8 @@ absl::Status RunMoe(const ModelConfig& c, const LayerWeights& w, const LayerPlac
       jobs.push_back({&w.experts[s], xs.data() + row * hidden, n, ys.data() + row * hidden});
       row += n;
     }
-    if (!shared_done) {
+    if (first == 0 && w.has_shared_experts) {
       jobs.push_back({&w.shared_experts, h, num_tokens, out});
-      shared_done = true;
     }
     RunMlps(jobs);
     row = 0;
@@ -370,7 +362,7 @@ absl::Status RunMoe(const ModelConfig& c, const LayerWeights& w, const LayerPlac
       }
     }
     first = last;
-  }
+  } while (first < w.experts.size());
 
   // Combine adds the routed contributions to the shared experts' output.
   RETURN_IF_ERROR(dispatcher.Combine(sums.data(), layout, deadline, out));
