@@ -21,7 +21,7 @@
 #include "worker/comm/communicator.h"
 #include "worker/comm/local.h"
 #include "worker/comm/rendezvous.h"
-#include "worker/comm/ucx.h"
+#include "worker/comm/transport.h"
 #include "worker/model/forward_job.h"
 #include "worker/kernels/linear.h"
 #include "worker/model/generate.h"
@@ -60,8 +60,10 @@ ABSL_FLAG(std::string, placement, "",
           "default: contiguous over --ep ranks.");
 ABSL_FLAG(std::string, dispatch_dtype, "f32", "MoE dispatch activations: f32, bf16 or fp8.");
 ABSL_FLAG(std::string, combine_dtype, "f32", "MoE combine activations: f32 or bf16.");
-ABSL_FLAG(int, ep_rank, -1, "internal: this process's rank in a --transport=ucx group.");
-ABSL_FLAG(std::string, rendezvous, "", "internal: rendezvous directory of a --transport=ucx group.");
+ABSL_FLAG(int, ep_rank, -1,
+          "internal: this process's rank in a group of processes (--transport=ucx or nccl).");
+ABSL_FLAG(std::string, rendezvous, "",
+          "internal: rendezvous directory of a group of processes (--transport=ucx or nccl).");
 
 namespace epinfer {
 namespace {
@@ -149,9 +151,10 @@ absl::Status Forward() {
   if (ep < 1 || ep > 64) return absl::InvalidArgumentError(absl::StrCat("--ep=", ep, ": 1..64"));
   const std::string transport =
       absl::GetFlag(FLAGS_transport).empty() ? "local" : absl::GetFlag(FLAGS_transport);
-  if (transport != "local" && transport != "ucx") {
-    return absl::InvalidArgumentError(absl::StrCat("--transport=", transport,
-                                                   ": expected local or ucx"));
+  if (transport != "local") {
+    if (absl::Status status = CheckProcessTransport(transport); !status.ok()) {
+      return absl::Status(status.code(), absl::StrCat(status.message(), " (or local)"));
+    }
   }
   const int ep_rank = absl::GetFlag(FLAGS_ep_rank);
   const bool writes_output = ep_rank <= 0;
@@ -161,7 +164,7 @@ absl::Status Forward() {
   SetKernelThreads(absl::GetFlag(FLAGS_threads));
 
   std::vector<float> logits;
-  if (ep == 1) {
+  if (ep == 1 && transport == "local") {
     std::unique_ptr<Communicator> comm = MakeSingleRankCommunicator();
     ASSIGN_OR_RETURN(logits, RunForwardJob(job, *comm));
   } else if (transport == "local") {
@@ -200,13 +203,13 @@ absl::Status Forward() {
     }
     auto meeting = MakeFileRendezvous(rendezvous, "forward");
     ASSIGN_OR_RETURN(std::unique_ptr<Communicator> comm,
-                     MakeUcxCommunicator(std::max(ep_rank, 0), ep, *meeting,
-                                         absl::Now() + absl::Seconds(60)));
+                     MakeProcessCommunicator(transport, std::max(ep_rank, 0), ep, *meeting,
+                                             absl::Now() + absl::Seconds(60)));
     ASSIGN_OR_RETURN(logits, RunForwardJob(job, *comm));
     for (size_t i = 0; i < children.size(); ++i) {
       ASSIGN_OR_RETURN(int code, children[i]->Wait(absl::Now() + absl::Seconds(60)));
       if (code != 0) {
-        return absl::InternalError(absl::StrCat("ucx rank ", i + 1, " exited with ", code));
+        return absl::InternalError(absl::StrCat(transport, " rank ", i + 1, " exited with ", code));
       }
     }
     if (ep_rank < 0) std::filesystem::remove_all(rendezvous);
@@ -304,7 +307,7 @@ int RunForward(int argc, char** argv) {
   g_forward_args.assign(argv + 1, argv + argc);
   return Run(argc, argv,
              "--model DIR --tokens 3,17,42[;5,9] --out FILE [--mode prefill|decode] [--ep N "
-             "--transport local|ucx]",
+             "--transport local|ucx|nccl]",
              {"model", "tokens", "out", "mode", "attention", "threads", "kv_cache_mb", "ep",
               "transport", "placement", "dispatch_dtype", "combine_dtype", "ep_rank",
               "rendezvous"},

@@ -61,6 +61,28 @@ class EpForwardTest(unittest.TestCase):
             with self.subTest(ep=ep, mode=mode):
                 self.assert_same(self.forward(mode, "--ep", ep, "--transport", "ucx"), mode)
 
+    def test_nccl_processes_give_the_single_rank_logits(self):
+        # One process per GPU (NCCL allows one rank of a group per device): a group of 2 where
+        # there are 2 GPUs; on one GPU, a group of one whose every exchange goes through NCCL to
+        # itself. Skips only where the build has no CUDA or the machine no CUDA device.
+        out = os.path.join(self.tmp, "nccl_probe")
+        code, _, err = epinfer("forward", "--model", self.model, "--tokens", "1,2", "--out", out,
+                               "--ep", 1, "--transport", "nccl")
+        if code != 0 and ("this build has no CUDA" in err or "no usable CUDA device" in err
+                          or "no CUDA device" in err):
+            self.skipTest("NCCL not runnable here: " + err.strip().splitlines()[-1])
+        self.assertEqual(code, 0, err)
+        gpus = 0
+        try:
+            _, listing, _ = procs.run(["nvidia-smi", "-L"], timeout_s=60)
+            gpus = listing.count("GPU ")
+        except (OSError, FileNotFoundError):
+            pass
+        for ep, mode in ((1, "prefill"), (1, "decode")) + (((2, "prefill"), (2, "decode"))
+                                                             if gpus >= 2 else ()):
+            with self.subTest(ep=ep, mode=mode):
+                self.assert_same(self.forward(mode, "--ep", ep, "--transport", "nccl"), mode)
+
     def test_replicated_experts_give_the_single_rank_logits(self):
         # 2 ranks × 10 slots for 16 experts: experts 0-3 have a second replica on the other rank.
         layer = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3]

@@ -6,7 +6,12 @@
 #      7168, top-8 of 256 experts, FP8 dispatch / BF16 combine;
 #   3. epinfer forward --mode decode on the small preset: --ep 2 over UCX vs --ep 1.
 # Prints the results as markdown rows for docs/PERFORMANCE.md.
-#   tools/bench_ep.sh [--quick]      (--quick: few iterations, to check the script itself)
+#   tools/bench_ep.sh [--quick] [--threads N]
+#     --quick: few iterations, to check the script itself;
+#     --threads N: compute threads per EP rank (default 1: this 2-core machine's one core per
+#       rank); the single-process comparisons then use N and 2N threads.
+#   EPINFER_BIN=DIR: run prebuilt binaries (DIR/worker/comm/dispatch_bench, DIR/cli/epinfer)
+#     instead of building with Bazel, on a machine without it (tools/device_check.sh).
 # UCX_NET_DEVICES=lo keeps UCX's TCP transport on loopback (shared memory and CMA are not network
 # devices). The communicator's endpoints ask for peer failure detection, which narrows the
 # transports UCX may pick; the script reads the ones it picked from UCX's debug log and runs
@@ -17,15 +22,28 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 QUICK=0
-[[ "${1:-}" == "--quick" ]] && QUICK=1
+THREADS=1
+while (( $# )); do
+  case "$1" in
+    --quick) QUICK=1 ;;
+    --threads) THREADS=$2; shift ;;
+    *) echo "usage: tools/bench_ep.sh [--quick] [--threads N]" >&2; exit 2 ;;
+  esac
+  shift
+done
+[[ "$THREADS" =~ ^[1-9][0-9]*$ ]] || { echo "--threads: a positive integer" >&2; exit 2; }
 export UCX_NET_DEVICES="${UCX_NET_DEVICES:-lo}"
 WORK=$(mktemp -d /tmp/bench_ep.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 log() { echo "$*" >&2; }
 
-log "== build (bazel build -c opt)"
-bazel build -c opt //worker/comm:dispatch_bench //cli:epinfer >&2
-BIN=$(bazel info -c opt bazel-bin 2>/dev/null)
+if [[ -n "${EPINFER_BIN:-}" ]]; then
+  BIN=$EPINFER_BIN
+else
+  log "== build (bazel build -c opt)"
+  bazel build -c opt //worker/comm:dispatch_bench //cli:epinfer >&2
+  BIN=$(bazel info -c opt bazel-bin 2>/dev/null)
+fi
 BENCH="$BIN/worker/comm/dispatch_bench"
 EPINFER="$BIN/cli/epinfer"
 log "== $(nproc) cores, load average: $(cut -d' ' -f1-3 /proc/loadavg); UCX_TLS=${UCX_TLS:-all}" \
@@ -44,8 +62,10 @@ perftest() {
     port=$(free_port)
     ucx_perftest -p "$port" -t "$test" -s "$size" -n "$iters" -w "$warmup" >"$WORK/server.log" 2>&1 &
     server=$!
-    for _ in $(seq 50); do  # until the server listens
-      if ss -ltn 2>/dev/null | grep -q ":$port "; then break; fi
+    for _ in $(seq 50); do  # until the server listens (state 0A in /proc/net/tcp*)
+      if grep -qi ":$(printf '%04X' "$port") [0-9A-F:]* 0A " /proc/net/tcp /proc/net/tcp6; then
+        break
+      fi
       sleep 0.1
     done
     if line=$(timeout 120 ucx_perftest 127.0.0.1 -p "$port" -t "$test" -s "$size" -n "$iters" \
@@ -83,7 +103,8 @@ bench() {
   for (( r = 0; r < size; ++r )); do
     "$BENCH" --rank=$r --size="$size" --rendezvous="$rendezvous" --tokens="$tokens" \
         --hidden=7168 --top_k=8 --experts=256 --dispatch_dtype=fp8 --combine_dtype=bf16 \
-        --iters="$iters" --warmup="$warmup" >"$WORK/bench.$size.$tokens.$r" 2>&1 &
+        --iters="$iters" --warmup="$warmup" --threads="$THREADS" \
+        >"$WORK/bench.$size.$tokens.$r" 2>&1 &
     pids+=($!)
   done
   for (( r = 0; r < size; ++r )); do
@@ -157,9 +178,10 @@ done
 log "== epinfer make-model --preset small --dtype bf16"
 "$EPINFER" make-model --preset small --dtype bf16 --out "$WORK/small" >&2
 if (( QUICK )); then L1=4; L2=20; else L1=16; L2=144; fi
-# Configurations: EP 2 (one core per rank), EP 1 on the same two cores, EP 1 on one core.
-declare -A FORWARD_ARGS=([ep2]="--ep 2 --threads 1 --transport ucx" [ep1t2]="--ep 1 --threads 2"
-                         [ep1t1]="--ep 1 --threads 1")
+# Configurations: EP 2 (THREADS cores per rank), EP 1 on the same cores, EP 1 on THREADS cores.
+declare -A FORWARD_ARGS=([ep2]="--ep 2 --threads $THREADS --transport ucx"
+                         [ep1t2]="--ep 1 --threads $(( 2 * THREADS ))"
+                         [ep1t1]="--ep 1 --threads $THREADS")
 declare -A RUNS TPS
 for rep in 1 2 3; do
   for config in ep2 ep1t2 ep1t1; do
@@ -187,7 +209,8 @@ DATE=$(date +%F)
 CMD='`tools/bench_ep.sh`'
 for size in 2 4; do
   note="$size UCX ranks on 127.0.0.1"
-  (( size > $(nproc) )) && note="$note ($size processes on $(nproc) cores: oversubscribed)"
+  note="$note, $THREADS thread(s) per rank, $(nproc) cores"
+  (( size * THREADS > $(nproc) )) && note="$note: oversubscribed"
   r=${RESULT[$size.4096]}
   awk -v r="$r" -v bd="${BW_D[$size.4096]}" -v bc="${BW_C[$size.4096]}" -v note="$note" \
       -v tls="$COMM_TLS" -v dbw="$DEFAULT_BW" -v cmd="$CMD" -v date="$DATE" 'BEGIN {
@@ -203,7 +226,8 @@ for size in 2 4; do
 done
 for size in 2 4; do
   note="$size UCX ranks on 127.0.0.1"
-  (( size > $(nproc) )) && note="$note ($size processes on $(nproc) cores: oversubscribed)"
+  note="$note, $THREADS thread(s) per rank, $(nproc) cores"
+  (( size * THREADS > $(nproc) )) && note="$note: oversubscribed"
   r=${RESULT[$size.128]}
   awk -v r="$r" -v bd="${BW_D[$size.128]}" -v bc="${BW_C[$size.128]}" -v lat="$LAT_US" \
       -v tls="$COMM_TLS" -v dlat="$DEFAULT_LAT_US" -v note="$note" -v cmd="$CMD" -v date="$DATE" 'BEGIN {
@@ -216,7 +240,7 @@ for size in 2 4; do
   }'
 done
 awk -v a="${TPS[ep2]}" -v b="${TPS[ep1t2]}" -v c="${TPS[ep1t1]}" -v l1="$L1" -v l2="$L2" \
-    -v cmd="$CMD" -v date="$DATE" 'BEGIN {
-  printf "| End to end: `epinfer forward --mode decode --ep 2 --transport ucx --threads 1` (2 processes × 1 core), small preset bf16, 4 sequences (2 per rank), positions %d-%d | %.1f tokens/s | `--ep 1 --threads 2` (1 process × 2 cores): %.1f tokens/s; `--ep 1 --threads 1`: %.1f tokens/s | %.2f× of --threads 2; %.2f× of --threads 1 | %s | %s |\n",
-    l1, l2, a, b, c, a / b, a / c, cmd, date
+    -v t="$THREADS" -v cmd="$CMD" -v date="$DATE" 'BEGIN {
+  printf "| End to end: `epinfer forward --mode decode --ep 2 --transport ucx --threads %d` (2 processes × %d cores), small preset bf16, 4 sequences (2 per rank), positions %d-%d | %.1f tokens/s | `--ep 1 --threads %d` (1 process × %d cores): %.1f tokens/s; `--ep 1 --threads %d`: %.1f tokens/s | %.2f× of --threads %d; %.2f× of --threads %d | %s | %s |\n",
+    t, t, l1, l2, a, 2 * t, 2 * t, b, t, c, a / b, 2 * t, a / c, t, cmd, date
 }'

@@ -11,7 +11,7 @@
 #include "common/server_flags.h"
 #include "common/server_process.h"
 #include "spdlog/spdlog.h"
-#include "worker/comm/ucx.h"
+#include "worker/comm/transport.h"
 #include "worker/engine/engine.h"
 #include "worker/flags.h"
 #include "worker/group_client.h"
@@ -45,6 +45,7 @@ struct GroupLoop {
   WorkerMetrics& metrics;
   std::string model_dir;
   ModelConfig config;
+  std::string transport = "ucx";  // of the communicator of a group through the router
   std::unique_ptr<GroupClient> client;  // null: a one-rank group of its own
   std::unique_ptr<TelemetryReporter> telemetry;  // null: no scheduler
   std::atomic<bool> stopping{false};
@@ -173,15 +174,16 @@ struct GroupLoop {
       // loaded, so the router never routes to a rank that cannot compute yet.
       if (client != nullptr) {
         auto rendezvous = client->RendezvousFor(m);
-        absl::StatusOr<std::unique_ptr<Communicator>> ucx =
-            MakeUcxCommunicator(m.rank, m.world_size, *rendezvous, absl::Now() + absl::Seconds(30));
-        if (!ucx.ok()) {
-          spdlog::warn("epoch {}: communicator: {}", m.epoch, ucx.status().ToString());
+        absl::StatusOr<std::unique_ptr<Communicator>> joined =
+            MakeProcessCommunicator(transport, m.rank, m.world_size,
+                                    *rendezvous, absl::Now() + absl::Seconds(30));
+        if (!joined.ok()) {
+          spdlog::warn("epoch {}: communicator: {}", m.epoch, joined.status().ToString());
           metrics.GroupFailure();
           std::this_thread::sleep_for(std::chrono::milliseconds(200));
           continue;
         }
-        comm = *std::move(ucx);
+        comm = *std::move(joined);
       }
       engine.Bind(model.get(), comm.get(), m.placement.version);
       {
@@ -261,9 +263,7 @@ int RunWorker(int argc, char** argv) {
   const std::string model_dir = absl::GetFlag(FLAGS_model);
   if (model_dir.empty()) process.CheckFlag(absl::InvalidArgumentError("--model is required"));
   const std::string transport = absl::GetFlag(FLAGS_transport);
-  if (!transport.empty() && transport != "ucx") {
-    process.CheckFlag(absl::InvalidArgumentError("--transport: workers use ucx"));
-  }
+  if (!transport.empty()) process.CheckFlag(CheckProcessTransport(transport));
   if (absl::GetFlag(FLAGS_max_tokens_per_step) < 1 || absl::GetFlag(FLAGS_prefill_chunk_tokens) < 1 ||
       absl::GetFlag(FLAGS_max_running_sequences) < 1) {
     process.CheckFlag(absl::InvalidArgumentError(
@@ -307,6 +307,7 @@ int RunWorker(int argc, char** argv) {
   process.CheckStartup(server.status());
 
   GroupLoop loop{engine, identity, metrics, model_dir, *config};
+  if (!transport.empty()) loop.transport = transport;
   if (const std::string router = absl::GetFlag(FLAGS_router); !router.empty()) {
     GroupClient::Identity me;
     const std::string bind = HostOf(addresses->grpc);
@@ -314,6 +315,7 @@ int RunWorker(int argc, char** argv) {
                                                           : absl::GetFlag(FLAGS_advertise_host);
     me.port = (*server)->ports().front();
     me.metrics_port = process.metrics().port();
+    me.transport = loop.transport;
     me.worker_id = absl::GetFlag(FLAGS_worker_id).empty() ? absl::StrCat(me.host, ":", me.port)
                                                           : absl::GetFlag(FLAGS_worker_id);
     loop.client = std::make_unique<GroupClient>(

@@ -1,5 +1,5 @@
 // One rank of the communicator conformance suite, for backends whose ranks are processes:
-//   comm_conformance --backend=ucx --rank=R --size=N --rendezvous=DIR [--steps=S]
+//   comm_conformance --backend=ucx|nccl --rank=R --size=N --rendezvous=DIR [--steps=S]
 // Exit 0: passed; 3: a collective failed (printed); 2: bad flags.
 #include <csignal>
 #include <iostream>
@@ -8,9 +8,10 @@
 #include "common/flags.h"
 #include "worker/comm/conformance.h"
 #include "worker/comm/rendezvous.h"
+#include "worker/comm/transport.h"
 #include "worker/comm/ucx.h"
 
-ABSL_FLAG(std::string, backend, "ucx", "ucx");
+ABSL_FLAG(std::string, backend, "ucx", "ucx, or nccl in builds with CUDA");
 ABSL_FLAG(int, rank, 0, "this rank");
 ABSL_FLAG(int, size, 2, "group size");
 ABSL_FLAG(std::string, rendezvous, "", "rendezvous directory");
@@ -22,8 +23,14 @@ int main(int argc, char** argv) {
   epinfer::PrepareUcxEnvironment();
   epinfer::ParseFlagsOrExit(argc, argv, "--rank R --size N --rendezvous DIR");
   auto rendezvous = epinfer::MakeFileRendezvous(absl::GetFlag(FLAGS_rendezvous), "conformance");
-  auto comm = epinfer::MakeUcxCommunicator(absl::GetFlag(FLAGS_rank), absl::GetFlag(FLAGS_size),
-                                           *rendezvous, absl::Now() + absl::Seconds(60));
+  if (absl::Status status = epinfer::CheckProcessTransport(absl::GetFlag(FLAGS_backend));
+      !status.ok()) {
+    std::cerr << status << "\n";
+    return 2;
+  }
+  auto comm = epinfer::MakeProcessCommunicator(absl::GetFlag(FLAGS_backend),
+                                               absl::GetFlag(FLAGS_rank), absl::GetFlag(FLAGS_size),
+                                               *rendezvous, absl::Now() + absl::Seconds(60));
   if (!comm.ok()) {
     std::cerr << "rank " << absl::GetFlag(FLAGS_rank) << ": " << comm.status() << "\n";
     return 3;

@@ -58,10 +58,14 @@ class NcclCommunicator : public Communicator {
  public:
   NcclCommunicator(int rank, int size, int device) : rank_(rank), size_(size), device_(device) {}
 
+  // A healthy communicator is finalised (its operations flushed) within a deadline; a broken
+  // one, or one that does not finalise in time, is aborted.
   ~NcclCommunicator() override {
     if (comm_ != nullptr) {
-      if (broken_.ok()) {
-        ncclCommFinalize(comm_);
+      const bool finalised =
+          broken_.ok() && NcclStatus(ncclCommFinalize(comm_), "ncclCommFinalize").ok() &&
+          WaitComm(absl::Now() + absl::Seconds(10), "ncclCommFinalize").ok();
+      if (finalised) {
         ncclCommDestroy(comm_);
       } else {
         ncclCommAbort(comm_);
@@ -86,7 +90,11 @@ class NcclCommunicator : public Communicator {
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
     config.blocking = 0;  // so that every wait can honour a deadline
     RETURN_IF_NCCL(ncclCommInitRankConfig(&comm_, size_, id, rank_, &config));
-    return WaitComm(deadline, "ncclCommInitRankConfig");
+    absl::Status status = WaitComm(deadline, "ncclCommInitRankConfig");
+    // A communicator whose initialisation failed or timed out (a peer never came) can only be
+    // aborted: finalising it would wait for the missing peer.
+    if (!status.ok()) broken_ = status;
+    return status;
   }
 
   int rank() const override { return rank_; }
