@@ -1,7 +1,8 @@
 """Detects a CUDA toolkit with NCCL and exposes it as @local_cuda.
 
 @local_cuda//:defs.bzl defines CUDA_FOUND; @local_cuda//:cudart and :nccl are cc_library targets
-(empty when CUDA is absent, so labels always resolve).
+that link the libraries, :runtime the headers and run path for loading them at run time (all
+empty when CUDA is absent, so labels always resolve).
 """
 
 def _cuda_configure_impl(ctx):
@@ -37,6 +38,14 @@ cc_library(
     deps = [":cudart"],
     linkopts = {lflags} + {rpaths} + ["-lnccl"],
 )
+
+# For code that loads cudart and NCCL at run time (dlopen): the headers, and the toolkit's
+# library directories as the binary's run path, linking neither library.
+cc_library(
+    name = "runtime",
+    deps = [":headers"],
+    linkopts = {rpaths} + ["-ldl"],
+)
 """.format(lflags = repr(lflags), rpaths = repr(rpaths))
     else:
         build = """
@@ -47,6 +56,8 @@ cc_library(name = "headers")
 cc_library(name = "cudart")
 
 cc_library(name = "nccl")
+
+cc_library(name = "runtime")
 """
     ctx.file("BUILD.bazel", build)
     ctx.file("defs.bzl", "CUDA_FOUND = {}\nCUDA_PATH = {}\n".format(

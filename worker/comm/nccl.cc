@@ -1,28 +1,124 @@
 #include "worker/comm/nccl.h"
 
 #include <cuda_runtime_api.h>
+#include <dlfcn.h>
 #include <nccl.h>
 
 #include <cstring>
+#include <initializer_list>
 #include <thread>
 #include <vector>
 
+#include "absl/base/call_once.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 
 namespace epinfer {
 namespace {
 
+// cudart and NCCL, loaded with dlopen the first time a communicator or CudaDeviceCount needs
+// them: a binary linked against them carries their 4 KiB-aligned thread-local storage into every
+// thread, and the router (the same `epinfer` binary) crashed in its metrics server's threads.
+// Loading at run time also lets one build run on machines with and without CUDA.
+struct CudaApi {
+  absl::Status status;  // why the libraries could not be loaded
+#define EPINFER_CUDA_FN(name) decltype(&::name) name = nullptr;
+  EPINFER_CUDA_FN(cudaGetDeviceCount)
+  EPINFER_CUDA_FN(cudaGetErrorString)
+  EPINFER_CUDA_FN(cudaSetDevice)
+  EPINFER_CUDA_FN(cudaStreamCreateWithFlags)
+  EPINFER_CUDA_FN(cudaStreamDestroy)
+  EPINFER_CUDA_FN(cudaStreamQuery)
+  // cudaMalloc has template overloads in C++: its C signature.
+  cudaError_t (*cudaMalloc)(void**, size_t) = nullptr;
+  EPINFER_CUDA_FN(cudaFree)
+  EPINFER_CUDA_FN(cudaMemcpyAsync)
+  EPINFER_CUDA_FN(ncclGetErrorString)
+  EPINFER_CUDA_FN(ncclGetUniqueId)
+  EPINFER_CUDA_FN(ncclCommInitRankConfig)
+  EPINFER_CUDA_FN(ncclCommGetAsyncError)
+  EPINFER_CUDA_FN(ncclCommFinalize)
+  EPINFER_CUDA_FN(ncclCommDestroy)
+  EPINFER_CUDA_FN(ncclCommAbort)
+  EPINFER_CUDA_FN(ncclGroupStart)
+  EPINFER_CUDA_FN(ncclGroupEnd)
+  EPINFER_CUDA_FN(ncclSend)
+  EPINFER_CUDA_FN(ncclRecv)
+#undef EPINFER_CUDA_FN
+};
+
+// The first of `names` that dlopen finds (LD_LIBRARY_PATH, the binary's run path, the system's).
+void* OpenFirst(std::initializer_list<const char*> names, std::string* tried) {
+  for (const char* name : names) {
+    if (void* handle = dlopen(name, RTLD_NOW | RTLD_LOCAL)) return handle;
+    absl::StrAppend(tried, tried->empty() ? "" : "; ", dlerror());
+  }
+  return nullptr;
+}
+
+const CudaApi& Cuda() {
+  static absl::once_flag once;
+  static CudaApi api;
+  absl::call_once(once, [] {
+    std::string tried;
+    void* cudart = OpenFirst({"libcudart.so.13", "libcudart.so.12", "libcudart.so"}, &tried);
+    void* nccl = OpenFirst({"libnccl.so.2", "libnccl.so"}, &tried);
+    if (cudart == nullptr || nccl == nullptr) {
+      api.status = absl::UnavailableError(absl::StrCat("CUDA/NCCL libraries not found: ", tried));
+      return;
+    }
+    std::string missing;
+    auto bind = [&missing](void* handle, const char* name, auto& fn) {
+      fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(handle, name));
+      if (fn == nullptr) absl::StrAppend(&missing, missing.empty() ? "" : ", ", name);
+    };
+#define EPINFER_BIND(lib, name) bind(lib, #name, api.name);
+    EPINFER_BIND(cudart, cudaGetDeviceCount)
+    EPINFER_BIND(cudart, cudaGetErrorString)
+    EPINFER_BIND(cudart, cudaSetDevice)
+    EPINFER_BIND(cudart, cudaStreamCreateWithFlags)
+    EPINFER_BIND(cudart, cudaStreamDestroy)
+    EPINFER_BIND(cudart, cudaStreamQuery)
+    EPINFER_BIND(cudart, cudaMalloc)
+    EPINFER_BIND(cudart, cudaFree)
+    EPINFER_BIND(cudart, cudaMemcpyAsync)
+    EPINFER_BIND(nccl, ncclGetErrorString)
+    EPINFER_BIND(nccl, ncclGetUniqueId)
+    EPINFER_BIND(nccl, ncclCommInitRankConfig)
+    EPINFER_BIND(nccl, ncclCommGetAsyncError)
+    EPINFER_BIND(nccl, ncclCommFinalize)
+    EPINFER_BIND(nccl, ncclCommDestroy)
+    EPINFER_BIND(nccl, ncclCommAbort)
+    EPINFER_BIND(nccl, ncclGroupStart)
+    EPINFER_BIND(nccl, ncclGroupEnd)
+    EPINFER_BIND(nccl, ncclSend)
+    EPINFER_BIND(nccl, ncclRecv)
+#undef EPINFER_BIND
+    if (!missing.empty()) {
+      api.status =
+          absl::UnavailableError(absl::StrCat("CUDA/NCCL libraries lack ", missing, " (too old?)"));
+    }
+  });
+  return api;
+}
+
+// The call as the error names it: its source text without the "Cuda()." of the table.
+absl::string_view CallName(absl::string_view call) {
+  absl::ConsumePrefix(&call, "Cuda().");
+  return call;
+}
+
 // The one place CUDA and NCCL return codes become absl::Status, with the call named.
 absl::Status CudaStatus(cudaError_t error, const char* call) {
   if (error == cudaSuccess) return absl::OkStatus();
-  return absl::InternalError(absl::StrCat(call, ": ", cudaGetErrorString(error)));
+  return absl::InternalError(absl::StrCat(CallName(call), ": ", Cuda().cudaGetErrorString(error)));
 }
 
 absl::Status NcclStatus(ncclResult_t result, const char* call) {
   if (result == ncclSuccess || result == ncclInProgress) return absl::OkStatus();
-  const std::string message = absl::StrCat(call, ": ", ncclGetErrorString(result));
+  const std::string message = absl::StrCat(CallName(call), ": ", Cuda().ncclGetErrorString(result));
   return result == ncclRemoteError || result == ncclSystemError ? absl::UnavailableError(message)
-                                                                 : absl::InternalError(message);
+                                                                : absl::InternalError(message);
 }
 
 #define RETURN_IF_CUDA(call) \
@@ -36,14 +132,14 @@ absl::Status NcclStatus(ncclResult_t result, const char* call) {
 class DeviceBuffer {
  public:
   ~DeviceBuffer() {
-    if (data_ != nullptr) cudaFree(data_);
+    if (data_ != nullptr) Cuda().cudaFree(data_);
   }
   absl::Status Reserve(size_t bytes) {
     if (bytes <= capacity_) return absl::OkStatus();
-    if (data_ != nullptr) cudaFree(data_);
+    if (data_ != nullptr) Cuda().cudaFree(data_);
     data_ = nullptr;
     capacity_ = 0;
-    RETURN_IF_CUDA(cudaMalloc(&data_, bytes));
+    RETURN_IF_CUDA(Cuda().cudaMalloc(&data_, bytes));
     capacity_ = bytes;
     return absl::OkStatus();
   }
@@ -62,23 +158,23 @@ class NcclCommunicator : public Communicator {
   // one, or one that does not finalise in time, is aborted.
   ~NcclCommunicator() override {
     if (comm_ != nullptr) {
-      const bool finalised =
-          broken_.ok() && NcclStatus(ncclCommFinalize(comm_), "ncclCommFinalize").ok() &&
-          WaitComm(absl::Now() + absl::Seconds(10), "ncclCommFinalize").ok();
+      const bool finalised = broken_.ok() &&
+                             NcclStatus(Cuda().ncclCommFinalize(comm_), "ncclCommFinalize").ok() &&
+                             WaitComm(absl::Now() + absl::Seconds(10), "ncclCommFinalize").ok();
       if (finalised) {
-        ncclCommDestroy(comm_);
+        Cuda().ncclCommDestroy(comm_);
       } else {
-        ncclCommAbort(comm_);
+        Cuda().ncclCommAbort(comm_);
       }
     }
-    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+    if (stream_ != nullptr) Cuda().cudaStreamDestroy(stream_);
   }
 
   absl::Status Init(Rendezvous& rendezvous, absl::Time deadline) {
-    RETURN_IF_CUDA(cudaSetDevice(device_));
-    RETURN_IF_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    RETURN_IF_CUDA(Cuda().cudaSetDevice(device_));
+    RETURN_IF_CUDA(Cuda().cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     ncclUniqueId id{};
-    if (rank_ == 0) RETURN_IF_NCCL(ncclGetUniqueId(&id));
+    if (rank_ == 0) RETURN_IF_NCCL(Cuda().ncclGetUniqueId(&id));
     std::string mine = rank_ == 0 ? std::string(id.internal, sizeof id.internal) : std::string();
     absl::StatusOr<std::vector<std::string>> blobs =
         rendezvous.Exchange(rank_, size_, mine, deadline);
@@ -89,7 +185,7 @@ class NcclCommunicator : public Communicator {
     std::memcpy(id.internal, (*blobs)[0].data(), sizeof id.internal);
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
     config.blocking = 0;  // so that every wait can honour a deadline
-    RETURN_IF_NCCL(ncclCommInitRankConfig(&comm_, size_, id, rank_, &config));
+    RETURN_IF_NCCL(Cuda().ncclCommInitRankConfig(&comm_, size_, id, rank_, &config));
     absl::Status status = WaitComm(deadline, "ncclCommInitRankConfig");
     // A communicator whose initialisation failed or timed out (a peer never came) can only be
     // aborted: finalising it would wait for the missing peer.
@@ -104,8 +200,8 @@ class NcclCommunicator : public Communicator {
   absl::Status AllToAllV(const std::vector<absl::Span<const uint8_t>>& send,
                          std::vector<std::vector<uint8_t>>* recv, absl::Time deadline) override {
     if (send.size() != static_cast<size_t>(size_)) {
-      return absl::InvalidArgumentError(absl::StrCat("AllToAllV: ", send.size(),
-                                                     " send buffers for a group of ", size_));
+      return absl::InvalidArgumentError(
+          absl::StrCat("AllToAllV: ", send.size(), " send buffers for a group of ", size_));
     }
     if (!broken_.ok()) return broken_;
     absl::Status status = Exchange(send, recv, deadline);
@@ -122,9 +218,8 @@ class NcclCommunicator : public Communicator {
     out->clear();
     for (int r = 0; r < size_; ++r) {
       if (parts[r].size() != mine.size()) {
-        return absl::InvalidArgumentError(absl::StrCat("AllGather: rank ", r, " sent ",
-                                                       parts[r].size(), " bytes, this rank ",
-                                                       mine.size()));
+        return absl::InvalidArgumentError(absl::StrCat(
+            "AllGather: rank ", r, " sent ", parts[r].size(), " bytes, this rank ", mine.size()));
       }
       out->insert(out->end(), parts[r].begin(), parts[r].end());
     }
@@ -140,7 +235,7 @@ class NcclCommunicator : public Communicator {
   // Counts first (one int64 each way per peer), then the bytes, both as grouped send/recv.
   absl::Status Exchange(const std::vector<absl::Span<const uint8_t>>& send,
                         std::vector<std::vector<uint8_t>>* recv, absl::Time deadline) {
-    RETURN_IF_CUDA(cudaSetDevice(device_));
+    RETURN_IF_CUDA(Cuda().cudaSetDevice(device_));
     std::vector<int64_t> send_counts(size_), recv_counts(size_);
     std::vector<size_t> send_offsets(size_ + 1, 0);
     for (int r = 0; r < size_; ++r) {
@@ -150,17 +245,19 @@ class NcclCommunicator : public Communicator {
     RETURN_IF_ERROR_(counts_.Reserve(2 * size_ * sizeof(int64_t)));
     int64_t* d_send_counts = reinterpret_cast<int64_t*>(counts_.data());
     int64_t* d_recv_counts = d_send_counts + size_;
-    RETURN_IF_CUDA(cudaMemcpyAsync(d_send_counts, send_counts.data(), size_ * sizeof(int64_t),
-                                   cudaMemcpyHostToDevice, stream_));
-    RETURN_IF_NCCL(ncclGroupStart());
+    RETURN_IF_CUDA(Cuda().cudaMemcpyAsync(d_send_counts, send_counts.data(),
+                                          size_ * sizeof(int64_t), cudaMemcpyHostToDevice,
+                                          stream_));
+    RETURN_IF_NCCL(Cuda().ncclGroupStart());
     for (int r = 0; r < size_; ++r) {
-      RETURN_IF_NCCL(ncclSend(d_send_counts + r, 1, ncclInt64, r, comm_, stream_));
-      RETURN_IF_NCCL(ncclRecv(d_recv_counts + r, 1, ncclInt64, r, comm_, stream_));
+      RETURN_IF_NCCL(Cuda().ncclSend(d_send_counts + r, 1, ncclInt64, r, comm_, stream_));
+      RETURN_IF_NCCL(Cuda().ncclRecv(d_recv_counts + r, 1, ncclInt64, r, comm_, stream_));
     }
-    RETURN_IF_NCCL(ncclGroupEnd());
+    RETURN_IF_NCCL(Cuda().ncclGroupEnd());
     RETURN_IF_ERROR_(WaitComm(deadline, "ncclGroupEnd (counts)"));
-    RETURN_IF_CUDA(cudaMemcpyAsync(recv_counts.data(), d_recv_counts, size_ * sizeof(int64_t),
-                                   cudaMemcpyDeviceToHost, stream_));
+    RETURN_IF_CUDA(Cuda().cudaMemcpyAsync(recv_counts.data(), d_recv_counts,
+                                          size_ * sizeof(int64_t), cudaMemcpyDeviceToHost,
+                                          stream_));
     RETURN_IF_ERROR_(WaitStream(deadline, "counts"));
 
     std::vector<size_t> recv_offsets(size_ + 1, 0);
@@ -172,28 +269,29 @@ class NcclCommunicator : public Communicator {
     RETURN_IF_ERROR_(recv_buffer_.Reserve(std::max<size_t>(recv_offsets[size_], 1)));
     for (int r = 0; r < size_; ++r) {
       if (send[r].empty()) continue;
-      RETURN_IF_CUDA(cudaMemcpyAsync(send_buffer_.data() + send_offsets[r], send[r].data(),
-                                     send[r].size(), cudaMemcpyHostToDevice, stream_));
+      RETURN_IF_CUDA(Cuda().cudaMemcpyAsync(send_buffer_.data() + send_offsets[r], send[r].data(),
+                                            send[r].size(), cudaMemcpyHostToDevice, stream_));
     }
-    RETURN_IF_NCCL(ncclGroupStart());
+    RETURN_IF_NCCL(Cuda().ncclGroupStart());
     for (int r = 0; r < size_; ++r) {
       if (send_counts[r] > 0) {
-        RETURN_IF_NCCL(ncclSend(send_buffer_.data() + send_offsets[r], send_counts[r], ncclUint8,
-                                r, comm_, stream_));
+        RETURN_IF_NCCL(Cuda().ncclSend(send_buffer_.data() + send_offsets[r], send_counts[r],
+                                       ncclUint8, r, comm_, stream_));
       }
       if (recv_counts[r] > 0) {
-        RETURN_IF_NCCL(ncclRecv(recv_buffer_.data() + recv_offsets[r], recv_counts[r], ncclUint8,
-                                r, comm_, stream_));
+        RETURN_IF_NCCL(Cuda().ncclRecv(recv_buffer_.data() + recv_offsets[r], recv_counts[r],
+                                       ncclUint8, r, comm_, stream_));
       }
     }
-    RETURN_IF_NCCL(ncclGroupEnd());
+    RETURN_IF_NCCL(Cuda().ncclGroupEnd());
     RETURN_IF_ERROR_(WaitComm(deadline, "ncclGroupEnd (data)"));
     recv->assign(static_cast<size_t>(size_), {});
     for (int r = 0; r < size_; ++r) {
       (*recv)[r].resize(static_cast<size_t>(recv_counts[r]));
       if (recv_counts[r] == 0) continue;
-      RETURN_IF_CUDA(cudaMemcpyAsync((*recv)[r].data(), recv_buffer_.data() + recv_offsets[r],
-                                     recv_counts[r], cudaMemcpyDeviceToHost, stream_));
+      RETURN_IF_CUDA(Cuda().cudaMemcpyAsync((*recv)[r].data(),
+                                            recv_buffer_.data() + recv_offsets[r], recv_counts[r],
+                                            cudaMemcpyDeviceToHost, stream_));
     }
     return WaitStream(deadline, "data");
   }
@@ -202,7 +300,7 @@ class NcclCommunicator : public Communicator {
   absl::Status WaitComm(absl::Time deadline, const char* what) {
     while (true) {
       ncclResult_t state = ncclSuccess;
-      RETURN_IF_NCCL(ncclCommGetAsyncError(comm_, &state));
+      RETURN_IF_NCCL(Cuda().ncclCommGetAsyncError(comm_, &state));
       if (state == ncclSuccess) return absl::OkStatus();
       if (state != ncclInProgress) return NcclStatus(state, what);
       if (absl::Now() >= deadline) {
@@ -215,11 +313,11 @@ class NcclCommunicator : public Communicator {
   // Polls the stream (and the communicator, so a dead peer ends the wait) until it is idle.
   absl::Status WaitStream(absl::Time deadline, const char* what) {
     while (true) {
-      const cudaError_t query = cudaStreamQuery(stream_);
+      const cudaError_t query = Cuda().cudaStreamQuery(stream_);
       if (query == cudaSuccess) return absl::OkStatus();
       if (query != cudaErrorNotReady) return CudaStatus(query, "cudaStreamQuery");
       ncclResult_t state = ncclSuccess;
-      RETURN_IF_NCCL(ncclCommGetAsyncError(comm_, &state));
+      RETURN_IF_NCCL(Cuda().ncclCommGetAsyncError(comm_, &state));
       if (state != ncclSuccess && state != ncclInProgress) return NcclStatus(state, what);
       if (absl::Now() >= deadline) {
         return absl::DeadlineExceededError(absl::StrCat("nccl ", what, ": deadline passed"));
@@ -238,10 +336,12 @@ class NcclCommunicator : public Communicator {
 }  // namespace
 
 absl::StatusOr<int> CudaDeviceCount() {
+  if (!Cuda().status.ok()) return Cuda().status;
   int count = 0;
-  const cudaError_t error = cudaGetDeviceCount(&count);
+  const cudaError_t error = Cuda().cudaGetDeviceCount(&count);
   if (error != cudaSuccess) {
-    return absl::UnavailableError(absl::StrCat("no usable CUDA device: ", cudaGetErrorString(error)));
+    return absl::UnavailableError(
+        absl::StrCat("no usable CUDA device: ", Cuda().cudaGetErrorString(error)));
   }
   return count;
 }
@@ -252,6 +352,7 @@ absl::StatusOr<std::unique_ptr<Communicator>> MakeNcclCommunicator(int rank, int
   if (size < 1 || rank < 0 || rank >= size) {
     return absl::InvalidArgumentError(absl::StrCat("nccl communicator: rank ", rank, " of ", size));
   }
+  if (!Cuda().status.ok()) return Cuda().status;
   auto comm = std::make_unique<NcclCommunicator>(rank, size, device);
   absl::Status status = comm->Init(rendezvous, deadline);
   if (!status.ok()) return status;
