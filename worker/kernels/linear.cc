@@ -408,6 +408,187 @@ namespace vbmi {
 #undef EPINFER_TILE_TARGET
 }  // namespace vbmi
 
+// ---- BF16 panels (PackPanels' layout) -----------------------------------------------------
+
+// Tokens one panel kernel call multiplies: 2 × 12 accumulators + 2 weight vectors of the 32
+// registers, each 64-byte weight load feeding 24 FMAs.
+constexpr int kPanelTokens = 12;
+// Tokens whose x rows stay in L2 while a thread's panels stream past them once.
+constexpr int64_t kPanelTokenGroup = 48;
+
+// y[t * ldy + i] = Σ_k x[t * ldx + k] · W[i, k] for the panel's `rows` ≤ 32 rows, t < T.
+template <int T>
+EPINFER_TARGET_AVX512 void PanelKernel(const uint32_t* panel, const float* x, int64_t ldx,
+                                       int64_t cols, float* y, int64_t ldy, int64_t rows) {
+  __m512 lo[T], hi[T];
+  for (int t = 0; t < T; ++t) lo[t] = hi[t] = _mm512_setzero_ps();
+  const __m512i high_half = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
+  for (int64_t k = 0; k < cols; ++k) {
+    _mm_prefetch(reinterpret_cast<const char*>(panel + (k * 16 + kPrefetchBytes / 4)),
+                 _MM_HINT_T0);
+    const __m512i v = _mm512_load_si512(panel + k * 16);
+    const __m512 rows_lo = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+    const __m512 rows_hi = _mm512_castsi512_ps(_mm512_and_si512(v, high_half));
+    for (int t = 0; t < T; ++t) {
+      const __m512 xb = _mm512_set1_ps(x[t * ldx + k]);
+      lo[t] = _mm512_fmadd_ps(rows_lo, xb, lo[t]);
+      hi[t] = _mm512_fmadd_ps(rows_hi, xb, hi[t]);
+    }
+  }
+  const __mmask16 lo_mask = Lanes16(std::min<int64_t>(rows, 16));
+  const __mmask16 hi_mask = Lanes16(std::max<int64_t>(rows - 16, 0));
+  for (int t = 0; t < T; ++t) {
+    _mm512_mask_storeu_ps(y + t * ldy, lo_mask, lo[t]);
+    _mm512_mask_storeu_ps(y + t * ldy + 16, hi_mask, hi[t]);
+  }
+}
+
+// PanelKernel<t> for a run-time t ≤ T.
+template <int T>
+EPINFER_TARGET_AVX512 void PanelTokens(const uint32_t* panel, const float* x, int64_t ldx,
+                                       int64_t cols, float* y, int64_t ldy, int64_t rows,
+                                       int64_t t) {
+  if constexpr (T > 0) {
+    if (t == T) return PanelKernel<T>(panel, x, ldx, cols, y, ldy, rows);
+    return PanelTokens<T - 1>(panel, x, ldx, cols, y, ldy, rows, t);
+  }
+}
+
+// FP8 panels: each 64 bytes hold two columns k, k + 1 of the panel's 32 rows, placed so that
+// LutConvert64 yields [k: rows 0-15], [k: rows 16-31], [k+1: rows 0-15], [k+1: rows 16-31]
+// (byte kLutOrder[16 v + i] is lane i of vector v). An odd last column pairs with zeros.
+constexpr int kFp8PanelTokens = 8;  // 16 accumulators beside 4 weight vectors and the tables
+
+// The byte of a 64-byte FP8 panel chunk that holds panel row i (< 32) of column k + half.
+constexpr int Fp8PanelByte(int i, int half) { return kLutOrder[16 * (2 * half + i / 16) + i % 16]; }
+
+template <int T>
+EPINFER_TARGET_AVX512VBMI void PanelKernelFp8(const uint8_t* panel, const float* x, int64_t ldx,
+                                              int64_t cols, const float* scales,
+                                              const LutRegisters& lut, float* y, int64_t ldy,
+                                              int64_t rows) {
+  // Columns k and k + 1 add into separate accumulators up to 4 tokens, where there are few
+  // enough of them that two dependent FMAs per step would otherwise set the pace (FMA latency);
+  // the pairs join at the end.
+  constexpr int kSplit = T <= 4 ? 2 : 1;
+  __m512 lo[kSplit][T], hi[kSplit][T];
+  for (int h = 0; h < kSplit; ++h) {
+    for (int t = 0; t < T; ++t) lo[h][t] = hi[h][t] = _mm512_setzero_ps();
+  }
+  const int64_t pairs = cols / 2;
+  for (int64_t c = 0; c < pairs; ++c) {
+    const int64_t k = 2 * c;
+    _mm_prefetch(reinterpret_cast<const char*>(panel + 64 * c + kPrefetchBytes), _MM_HINT_T0);
+    __m512 wv[4];
+    LutConvert64(panel + 64 * c, lut, wv);
+    // The block scale (k and k + 1 share a block) goes on whichever side costs fewer
+    // multiplies: the four weight vectors, or 2 × T broadcast inputs.
+    const __m512 scale = _mm512_set1_ps(scales[k / kFp8BlockSize]);
+    if constexpr (T > 2) {
+      for (int v = 0; v < 4; ++v) wv[v] = _mm512_mul_ps(wv[v], scale);
+    }
+    for (int t = 0; t < T; ++t) {
+      __m512 x0 = _mm512_set1_ps(x[t * ldx + k]);
+      __m512 x1 = _mm512_set1_ps(x[t * ldx + k + 1]);
+      if constexpr (T <= 2) {
+        x0 = _mm512_mul_ps(x0, scale);
+        x1 = _mm512_mul_ps(x1, scale);
+      }
+      lo[0][t] = _mm512_fmadd_ps(wv[0], x0, lo[0][t]);
+      hi[0][t] = _mm512_fmadd_ps(wv[1], x0, hi[0][t]);
+      lo[kSplit - 1][t] = _mm512_fmadd_ps(wv[2], x1, lo[kSplit - 1][t]);
+      hi[kSplit - 1][t] = _mm512_fmadd_ps(wv[3], x1, hi[kSplit - 1][t]);
+    }
+  }
+  if (cols % 2 != 0) {  // the last column, whose pair is padding
+    const int64_t k = cols - 1;
+    __m512 wv[4];
+    LutConvert64(panel + 64 * pairs, lut, wv);
+    const __m512 scale = _mm512_set1_ps(scales[k / kFp8BlockSize]);
+    for (int t = 0; t < T; ++t) {
+      const __m512 x0 = _mm512_mul_ps(_mm512_set1_ps(x[t * ldx + k]), scale);
+      lo[0][t] = _mm512_fmadd_ps(wv[0], x0, lo[0][t]);
+      hi[0][t] = _mm512_fmadd_ps(wv[1], x0, hi[0][t]);
+    }
+  }
+  const __mmask16 lo_mask = Lanes16(std::min<int64_t>(rows, 16));
+  const __mmask16 hi_mask = Lanes16(std::max<int64_t>(rows - 16, 0));
+  for (int t = 0; t < T; ++t) {
+    if constexpr (kSplit == 2) {
+      lo[0][t] = _mm512_add_ps(lo[0][t], lo[1][t]);
+      hi[0][t] = _mm512_add_ps(hi[0][t], hi[1][t]);
+    }
+    _mm512_mask_storeu_ps(y + t * ldy, lo_mask, lo[0][t]);
+    _mm512_mask_storeu_ps(y + t * ldy + 16, hi_mask, hi[0][t]);
+  }
+}
+
+template <int T>
+EPINFER_TARGET_AVX512VBMI void PanelTokensFp8(const uint8_t* panel, const float* x, int64_t ldx,
+                                              int64_t cols, const float* scales,
+                                              const LutRegisters& lut, float* y, int64_t ldy,
+                                              int64_t rows, int64_t t) {
+  if constexpr (T > 0) {
+    if (t == T) return PanelKernelFp8<T>(panel, x, ldx, cols, scales, lut, y, ldy, rows);
+    return PanelTokensFp8<T - 1>(panel, x, ldx, cols, scales, lut, y, ldy, rows, t);
+  }
+}
+
+// Bytes of one panel of w in PackPanels' layout.
+int64_t PanelBytes(const LinearWeight& w) {
+  return w.dtype == DType::kF8E4M3 ? kPanelRows * (w.cols + w.cols % 2) : kPanelRows * w.cols * 2;
+}
+
+// Rows [r0, r1) of y[n, w.rows] = x · Wᵀ from w.panels; r0 on a panel boundary. Token groups
+// outermost: each group of x stays in L2 while the panels stream past it.
+EPINFER_TARGET_AVX512 void PanelRowsBf16(const float* x, int64_t n, const LinearWeight& w,
+                                         float* y, int64_t r0, int64_t r1) {
+  const auto* panels = static_cast<const uint8_t*>(w.panels);
+  for (int64_t t0 = 0; t0 < n; t0 += kPanelTokenGroup) {
+    const int64_t t1 = std::min(n, t0 + kPanelTokenGroup);
+    for (int64_t r = r0; r < r1; r += kPanelRows) {
+      const auto* panel =
+          reinterpret_cast<const uint32_t*>(panels + (r / kPanelRows) * PanelBytes(w));
+      const int64_t rows = std::min(kPanelRows, r1 - r);
+      for (int64_t t = t0; t < t1; t += kPanelTokens) {
+        PanelTokens<kPanelTokens>(panel, x + t * w.cols, w.cols, w.cols, y + t * w.rows + r,
+                                  w.rows, rows, std::min<int64_t>(kPanelTokens, t1 - t));
+      }
+    }
+  }
+}
+
+EPINFER_TARGET_AVX512VBMI void PanelRowsFp8(const float* x, int64_t n, const LinearWeight& w,
+                                            float* y, int64_t r0, int64_t r1) {
+  const LutRegisters lut = LoadLut(Fp8LookupTables());
+  const auto* panels = static_cast<const uint8_t*>(w.panels);
+  for (int64_t t0 = 0; t0 < n; t0 += kPanelTokenGroup) {
+    const int64_t t1 = std::min(n, t0 + kPanelTokenGroup);
+    for (int64_t r = r0; r < r1; r += kPanelRows) {
+      const uint8_t* panel = panels + (r / kPanelRows) * PanelBytes(w);
+      const int64_t rows = std::min(kPanelRows, r1 - r);
+      for (int64_t t = t0; t < t1; t += kFp8PanelTokens) {
+        PanelTokensFp8<kFp8PanelTokens>(panel, x + t * w.cols, w.cols, w.cols, ScaleRow(w, r),
+                                        lut, y + t * w.rows + r, w.rows, rows,
+                                        std::min<int64_t>(kFp8PanelTokens, t1 - t));
+      }
+    }
+  }
+}
+
+// Whether the panel kernels can run w on this CPU now.
+bool UsePanels(const LinearWeight& w) {
+  if (w.panels == nullptr) return false;
+  return w.dtype == DType::kF8E4M3 ? ActiveSimd() >= Simd::kAvx512Vbmi
+                                   : ActiveSimd() >= Simd::kAvx512;
+}
+
+void PanelRows(const float* x, int64_t n, const LinearWeight& w, float* y, int64_t r0,
+               int64_t r1) {
+  if (w.dtype == DType::kF8E4M3) return PanelRowsFp8(x, n, w, y, r0, r1);
+  return PanelRowsBf16(x, n, w, y, r0, r1);
+}
+
 // Rows [r0, r1) of y[n, w.rows] = x · Wᵀ through a tile kernel, token blocks outermost so each
 // block of x stays in L1 while the chunk's rows (in L2 after the first block) stream past it.
 // Tiles stop where rows leave r0's FP8 scale block (x is scaled for that block); returns the
@@ -808,6 +989,7 @@ EPINFER_TARGET_AVX2 void DequantizeRowsAvx2(const LinearWeight& w, int64_t row_b
 void StreamRows(const StreamInput& in, int64_t n, const LinearWeight& w, float* y, int64_t r0,
                 int64_t r1) {
   const Simd simd = ActiveSimd();
+  if (UsePanels(w)) return PanelRows(in.x, n, w, y, r0, r1);
   if (simd >= Simd::kAvx512) {
     switch (w.dtype) {
       case DType::kF32:
@@ -871,7 +1053,40 @@ LinearWeight LinearWeight::Rows(int64_t begin, int64_t end) const {
   view.rows = end - begin;
   view.data = static_cast<const uint8_t*>(data) + begin * cols * DTypeSize(dtype);
   view.first_row = first_row + begin;
+  view.panels = panels != nullptr && begin % kPanelRows == 0
+                    ? static_cast<const uint8_t*>(panels) + begin / kPanelRows * PanelBytes(*this)
+                    : nullptr;
   return view;
+}
+
+void PackPanels(LinearWeight* w, std::vector<uint8_t>* storage) {
+  const bool bf16 = w->dtype == DType::kBF16 && ActiveSimd() >= Simd::kAvx512;
+  const bool fp8 = w->dtype == DType::kF8E4M3 && ActiveSimd() >= Simd::kAvx512Vbmi;
+  if ((!bf16 && !fp8) || w->rows <= 0 || w->cols <= 0) return;
+  // FP8 panels start where the weight's scale blocks put them: a panel never straddles two.
+  if (fp8 && w->first_row % kPanelRows != 0) return;
+  const int64_t panels = (w->rows + kPanelRows - 1) / kPanelRows;
+  const int64_t panel_bytes = PanelBytes(*w);
+  storage->assign(static_cast<size_t>(panels * panel_bytes + 64), 0);  // zeros: the padding
+  uint8_t* out = reinterpret_cast<uint8_t*>(
+      (reinterpret_cast<uintptr_t>(storage->data()) + 63) / 64 * 64);  // 64-byte loads
+#pragma omp parallel for schedule(static) if (ParallelWorthwhile(w->rows * w->cols))
+  for (int64_t r = 0; r < w->rows; ++r) {
+    const int64_t i = r % kPanelRows;
+    uint8_t* panel = out + (r / kPanelRows) * panel_bytes;
+    if (bf16) {
+      // Row i of its panel: 32-bit lane i % 16, low half for i < 16, high half after.
+      auto* dst = reinterpret_cast<uint16_t*>(panel) + 2 * (i % 16) + i / 16;
+      const auto* src = static_cast<const uint16_t*>(w->data) + r * w->cols;
+      for (int64_t k = 0; k < w->cols; ++k) dst[k * kPanelRows] = src[k];
+    } else {
+      const auto* src = static_cast<const uint8_t*>(w->data) + r * w->cols;
+      const int row = static_cast<int>(i);
+      const int at[2] = {Fp8PanelByte(row, 0), Fp8PanelByte(row, 1)};
+      for (int64_t k = 0; k < w->cols; ++k) panel[64 * (k / 2) + at[k % 2]] = src[k];
+    }
+  }
+  w->panels = out;
 }
 
 void SetKernelThreads(int threads) {
@@ -911,6 +1126,19 @@ void DequantizeRows(const LinearWeight& w, int64_t row_begin, int64_t row_end, f
 void MatMul(const float* x, int64_t n, const LinearWeight& w, float* y) {
   if (n <= 0 || w.rows <= 0) return;
   const bool parallel = ParallelWorthwhile(w.rows * w.cols * n);
+  if (UsePanels(w)) {
+    // One contiguous run of panels per thread: its token groups go outermost, so each group of
+    // x is read from memory once per thread, not once per panel.
+    const int64_t panels = (w.rows + kPanelRows - 1) / kPanelRows;
+    const int64_t tasks = std::min(parallel ? KernelThreads() : int64_t{1}, panels);
+#pragma omp parallel for schedule(static) if (parallel)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t r0 = panels * task / tasks * kPanelRows;
+      const int64_t r1 = std::min(w.rows, panels * (task + 1) / tasks * kPanelRows);
+      PanelRows(x, n, w, y, r0, r1);
+    }
+    return;
+  }
   if (n <= kStreamMaxTokens) {
     const StreamInput in = MakeStreamInput(x, n, w);
 #pragma omp parallel for schedule(static) if (parallel)
@@ -953,9 +1181,14 @@ void MatMulBatch(std::span<const MatMulJob> jobs) {
       continue;
     }
     inputs[j] = MakeStreamInput(job.x, job.n, *job.w);
-    const int64_t row_bytes = job.w->cols * DTypeSize(job.w->dtype) * (1 + (job.n - 1) / 4);
-    for (int64_t r0 = 0; r0 < job.w->rows; r0 += kStreamChunkRows) {
-      const int64_t r1 = std::min(r0 + kStreamChunkRows, job.w->rows);
+    // What a chunk costs: its bytes, times the passes over them (4 tokens per pass of the row
+    // kernels; the panel kernel's 12-token passes run from cache after the first).
+    const bool panels = job.w->panels != nullptr;
+    const int64_t row_bytes = job.w->cols * DTypeSize(job.w->dtype) *
+                              (panels ? 1 + (job.n - 1) / 8 : 1 + (job.n - 1) / 4);
+    const int64_t chunk_rows = panels ? kPanelRows : kStreamChunkRows;
+    for (int64_t r0 = 0; r0 < job.w->rows; r0 += chunk_rows) {
+      const int64_t r1 = std::min(r0 + chunk_rows, job.w->rows);
       chunks.push_back({&job, &inputs[j], r0, r1});
       total += (r1 - r0) * row_bytes;
       ends.push_back(total);

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "worker/kernels/dtype.h"
 #include "worker/kernels/simd.h"
@@ -23,6 +24,10 @@ struct LinearWeight {
   // The checkpoint row that row 0 of `data` is: 0 for a whole tensor, the start of a Rows() view.
   int64_t first_row = 0;
   Device device = Device::kHost;
+  // BF16 and FP8 only, optional: the same weight re-laid out by PackPanels for the AVX-512 panel
+  // kernels (same dtype, the bytes of `data` in another order; FP8 scales stay in scale_inv).
+  // MatMul and MatMulBatch use it where set; everything else reads `data`.
+  const void* panels = nullptr;
 
   int64_t scale_cols() const { return (cols + kFp8BlockSize - 1) / kFp8BlockSize; }
   // Bytes a full pass over the weight reads (the decode bandwidth cost), FP8 scales included.
@@ -32,9 +37,24 @@ struct LinearWeight {
   LinearWeight Rows(int64_t begin, int64_t end) const;
 };
 
+// Rows per panel of PackPanels' layout.
+inline constexpr int64_t kPanelRows = 32;
+
+// Re-lays a BF16 or FP8 weight out for the AVX-512 panel kernels, into `storage` (which must
+// outlive the weight), and points w->panels at it: panels of kPanelRows rows (the last
+// zero-padded). BF16: for each column k, the panel's 32 values in 64 bytes, 32-bit lane j holding
+// row j in its low half and row 16 + j in its high half, so one load and two bit operations give
+// two 16-row fp32 vectors. FP8 (needs VBMI): columns in pairs, 64 bytes per pair, in the order
+// the table-lookup conversion emits. Either way the kernel multiplies whole weight vectors by
+// broadcast tokens: no per-row horizontal sums, and each converted vector serves up to 12 (BF16)
+// or 8 (FP8) tokens. Does nothing for other dtypes or where the CPU lacks the instructions (the
+// row-major kernels serve those).
+void PackPanels(LinearWeight* w, std::vector<uint8_t>* storage);
+
 // y[n, w.rows] = x[n, w.cols] · Wᵀ, fp32 activations and accumulation. Small n (decode) streams
 // the weight once per group of tokens with SIMD conversion (AVX-512 / AVX2 / scalar, chosen at
-// run time); large n (prefill) dequantizes row panels and multiplies with OpenBLAS sgemm.
+// run time); large n (prefill) dequantizes row panels and multiplies with OpenBLAS sgemm. A
+// weight with `panels` runs the panel kernel at every n.
 // Parallel over rows on KernelThreads(); serial when called inside a parallel region.
 void MatMul(const float* x, int64_t n, const LinearWeight& w, float* y);
 

@@ -21,6 +21,7 @@ ABSL_FLAG(int64_t, cols, 1024, "Weight cols (in features).");
 ABSL_FLAG(int, threads, 1, "Kernel threads.");
 ABSL_FLAG(double, seconds, 1.0, "Time per measurement.");
 ABSL_FLAG(int, windows, 20, "Windows per measurement; the best counts.");
+ABSL_FLAG(bool, panels, true, "Pack the weight into panels (PackPanels), as the model loader does.");
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
@@ -40,7 +41,9 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "unknown dtype %s\n", std::string(name).c_str());
       return 2;
     }
-    const epinfer::RandomWeight w = epinfer::MakeRandomWeight(dtype, rows, cols, 7);
+    epinfer::RandomWeight w = epinfer::MakeRandomWeight(dtype, rows, cols, 7);
+    std::vector<uint8_t> packed;
+    if (absl::GetFlag(FLAGS_panels)) epinfer::PackPanels(&w.w, &packed);
     for (absl::string_view t : absl::StrSplit(absl::GetFlag(FLAGS_tokens), ',')) {
       int64_t n = 0;
       if (!absl::SimpleAtoi(t, &n) || n <= 0) {

@@ -21,6 +21,7 @@ struct Case {
   const char* simd;
   DType dtype;
   int64_t n, rows, cols;
+  bool panels = false;  // BF16 packed by PackPanels (the AVX-512 panel kernel)
 };
 
 class MatMulTest : public ::testing::TestWithParam<Case> {};
@@ -30,6 +31,11 @@ TEST_P(MatMulTest, MatchesTheDoublePrecisionProductOfTheDecodedWeight) {
   const char* best = SimdLevel();
   if (!SetSimdLevel(c.simd)) GTEST_SKIP() << "this CPU lacks " << c.simd;
   Stored s = MakeWeight(c.dtype, c.rows, c.cols, 7);
+  std::vector<uint8_t> packed;
+  if (c.panels) {
+    PackPanels(&s.w, &packed);
+    ASSERT_NE(s.w.panels, nullptr);
+  }
   std::mt19937 rng(3);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::vector<float> x(static_cast<size_t>(c.n * c.cols));
@@ -62,13 +68,28 @@ std::vector<Case> Cases() {
       for (int64_t n : {1, 8}) cases.push_back({simd, dtype, n, 130, 1000});
     }
   }
+  // The panel kernel: token counts around its 12-token blocks and 48-token groups, a last panel
+  // of 8 rows (200 = 6 × 32 + 8), a single partial panel, prefill-sized n.
+  // FP8 panels (VBMI): odd columns (the last pairs with padding), rows across a scale block.
+  for (const char* simd : {"avx512", "avx512vbmi"}) {
+    for (DType dtype : {DType::kBF16, DType::kF8E4M3}) {
+      if (dtype == DType::kF8E4M3 && std::string(simd) != "avx512vbmi") continue;
+      for (int64_t n : {1, 2, 5, 7, 8, 9, 11, 12, 13, 24, 40, 47, 48, 49, 64, 70, 130}) {
+        cases.push_back({simd, dtype, n, 200, 300, true});
+      }
+      cases.push_back({simd, dtype, 3, 17, 7, true});
+      cases.push_back({simd, dtype, 33, 64, 1000, true});
+      cases.push_back({simd, dtype, 9, 260, 301, true});
+    }
+  }
   return cases;
 }
 
 std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
   const Case& c = info.param;
   return std::string(c.simd) + "_" + std::string(DTypeName(c.dtype) == "F8_E4M3" ? "F8" : DTypeName(c.dtype)) +
-         "_n" + std::to_string(c.n) + "_" + std::to_string(c.rows) + "x" + std::to_string(c.cols);
+         (c.panels ? "panels" : "") + "_n" + std::to_string(c.n) + "_" + std::to_string(c.rows) +
+         "x" + std::to_string(c.cols);
 }
 
 INSTANTIATE_TEST_SUITE_P(AllPaths, MatMulTest, ::testing::ValuesIn(Cases()), CaseName);
@@ -190,29 +211,90 @@ TEST_P(SimdTest, BatchedProductsEqualTheirReferences) {
   check(c, xc, 20, yc);
 }
 
-TEST_P(SimdTest, Fp8NanCodesPoisonExactlyTheOutputsTheyFeed) {
-  Stored s = MakeWeight(DType::kF8E4M3, 40, 300, 31);
-  s.bytes[7 * 300 + 211] = 0x7f;  // +NaN in row 7, column 211
-  s.bytes[30 * 300 + 5] = 0xff;   // -NaN in row 30, column 5
-  s.bytes[12 * 300 + 290] = 0x7f;  // +NaN in row 12's last partial chunk (column 290)
-  for (int64_t n : {1, 2, 5, 8, 20, 70}) {
-    std::vector<float> xn = RandomVector(n * 300, 6), yn(static_cast<size_t>(n * 40));
-    MatMul(xn.data(), n, s.w, yn.data());
-    for (int64_t t = 0; t < n; ++t) {
-      for (int64_t r = 0; r < 40; ++r) {
-        EXPECT_EQ(std::isnan(yn[t * 40 + r]), r == 7 || r == 12 || r == 30)
-            << "n " << n << " row " << r;
+// Packed BF16 and FP8 weights in every place a weight goes: row views on and off a panel boundary (off
+// one, the view falls back to the row-major bytes), MatMulBatch beside unpacked jobs, and
+// MatMulTransposed (which reads the row-major bytes) on a packed weight. On CPUs without AVX-512
+// (VBMI for FP8) PackPanels leaves the weight as it was, and the same products must come out.
+TEST_P(SimdTest, PackedPanelsGiveTheSameProductsEverywhere) {
+  for (DType dtype : {DType::kBF16, DType::kF8E4M3}) {
+    SCOPED_TRACE(DTypeName(dtype));
+    Stored s = MakeWeight(dtype, 150, 270, 41);
+    Stored other = MakeWeight(DType::kF32, 33, 270, 42);
+    std::vector<uint8_t> packed;
+    PackPanels(&s.w, &packed);
+    EXPECT_EQ(s.w.panels != nullptr, ActiveSimd() >= (dtype == DType::kBF16 ? Simd::kAvx512
+                                                                             : Simd::kAvx512Vbmi));
+    auto check = [](const Stored& s, const LinearWeight& w, int64_t first_row,
+                    const std::vector<float>& x, int64_t n, const std::vector<float>& y) {
+      for (int64_t t = 0; t < n; ++t) {
+        for (int64_t r = 0; r < w.rows; ++r) {
+          double want = 0;
+          for (int64_t k = 0; k < w.cols; ++k) {
+            want += s.dense[(first_row + r) * w.cols + k] * x[t * w.cols + k];
+          }
+          ASSERT_NEAR(y[t * w.rows + r], want, 1e-5 * (std::fabs(want) + 10))
+              << "token " << t << " row " << r;
+        }
+      }
+    };
+    for (auto [begin, end] : {std::pair<int64_t, int64_t>{64, 150}, {32, 64}, {10, 100}}) {
+      const LinearWeight view = s.w.Rows(begin, end);
+      EXPECT_EQ(view.panels != nullptr, s.w.panels != nullptr && begin % kPanelRows == 0);
+      for (int64_t n : {1, 7, 20, 80}) {
+        const std::vector<float> x = RandomVector(n * 270, 7);
+        std::vector<float> y(static_cast<size_t>(n * view.rows));
+        MatMul(x.data(), n, view, y.data());
+        check(s, view, begin, x, n, y);
       }
     }
+    const std::vector<float> xa = RandomVector(3 * 270, 8), xb = RandomVector(14 * 270, 9),
+                             xc = RandomVector(2 * 270, 10);
+    std::vector<float> ya(3 * 150), yb(14 * 150), yc(2 * 33);
+    const MatMulJob jobs[] = {{xa.data(), 3, &s.w, ya.data()},
+                              {xb.data(), 14, &s.w, yb.data()},
+                              {xc.data(), 2, &other.w, yc.data()}};
+    MatMulBatch(jobs);
+    check(s, s.w, 0, xa, 3, ya);
+    check(s, s.w, 0, xb, 14, yb);
+    check(other, other.w, 0, xc, 2, yc);
+    const std::vector<float> xt = RandomVector(2 * 150, 11);
+    std::vector<float> yt(static_cast<size_t>(2 * 270));
+    MatMulTransposed(xt.data(), 2, s.w, yt.data());
+    const std::vector<double> want = TransposedReference(s, xt, 2);
+    for (size_t i = 0; i < yt.size(); ++i) {
+      ASSERT_NEAR(yt[i], want[i], 1e-5 * (std::fabs(want[i]) + 10));
+    }
   }
-  std::vector<float> row(300);
-  DequantizeRows(s.w, 7, 8, row.data());
-  for (int64_t c = 0; c < 300; ++c) EXPECT_EQ(std::isnan(row[c]), c == 211) << c;
-  const std::vector<float> xt = RandomVector(40, 8);
-  std::vector<float> yt(300);
-  MatMulTransposed(xt.data(), 1, s.w, yt.data());
-  for (int64_t c = 0; c < 300; ++c) {
-    EXPECT_EQ(std::isnan(yt[c]), c == 211 || c == 5 || c == 290) << c;
+}
+
+TEST_P(SimdTest, Fp8NanCodesPoisonExactlyTheOutputsTheyFeed) {
+  for (bool panels : {false, true}) {
+    SCOPED_TRACE(panels ? "panels" : "rows");
+    Stored s = MakeWeight(DType::kF8E4M3, 40, 300, 31);
+    s.bytes[7 * 300 + 211] = 0x7f;  // +NaN in row 7, column 211
+    s.bytes[30 * 300 + 5] = 0xff;   // -NaN in row 30, column 5
+    s.bytes[12 * 300 + 290] = 0x7f;  // +NaN in row 12's last partial chunk (column 290)
+    std::vector<uint8_t> packed;
+    if (panels) PackPanels(&s.w, &packed);  // after the NaN codes are in (where VBMI packs)
+    for (int64_t n : {1, 2, 5, 8, 20, 70}) {
+      std::vector<float> xn = RandomVector(n * 300, 6), yn(static_cast<size_t>(n * 40));
+      MatMul(xn.data(), n, s.w, yn.data());
+      for (int64_t t = 0; t < n; ++t) {
+        for (int64_t r = 0; r < 40; ++r) {
+          EXPECT_EQ(std::isnan(yn[t * 40 + r]), r == 7 || r == 12 || r == 30)
+              << "n " << n << " row " << r;
+        }
+      }
+    }
+    std::vector<float> row(300);
+    DequantizeRows(s.w, 7, 8, row.data());
+    for (int64_t c = 0; c < 300; ++c) EXPECT_EQ(std::isnan(row[c]), c == 211) << c;
+    const std::vector<float> xt = RandomVector(40, 8);
+    std::vector<float> yt(300);
+    MatMulTransposed(xt.data(), 1, s.w, yt.data());
+    for (int64_t c = 0; c < 300; ++c) {
+      EXPECT_EQ(std::isnan(yt[c]), c == 211 || c == 5 || c == 290) << c;
+    }
   }
 }
 

@@ -19,7 +19,10 @@ class WeightReader {
       : checkpoint_(checkpoint), weights_(weights) {}
 
   // A [rows, cols] linear weight "<name>" (".weight" appended), F8 with "<name>_scale_inv".
-  absl::StatusOr<LinearWeight> Linear(const std::string& name, int64_t rows, int64_t cols) {
+  // BF16 and FP8 weights of products (not the embedding, whose rows are looked up) are also
+  // packed into panels for the AVX-512 panel kernels (PackPanels).
+  absl::StatusOr<LinearWeight> Linear(const std::string& name, int64_t rows, int64_t cols,
+                                      bool product = true) {
     const std::string weight_name = name + ".weight";
     ASSIGN_OR_RETURN(Checkpoint::Tensor t,
                      checkpoint_.Get(weight_name, {rows, cols},
@@ -42,6 +45,11 @@ class WeightReader {
       ASSIGN_OR_RETURN(Checkpoint::Tensor s,
                        checkpoint_.Get(weight_name + "_scale_inv", {sr, sc}, {DType::kF32}));
       w.scale_inv = static_cast<const float*>(Aligned(s, 4));
+    }
+    if (product) {
+      std::vector<uint8_t> packed;
+      PackPanels(&w, &packed);
+      if (w.panels != nullptr) weights_.owned.push_back(std::move(packed));  // buffer moves along
     }
     return w;
   }
@@ -87,7 +95,7 @@ absl::StatusOr<ModelWeights> LoadWeights(const Checkpoint& checkpoint, const Mod
   WeightReader read(checkpoint, weights);
   const int64_t hidden = c.hidden_size, heads = c.num_attention_heads;
   ASSIGN_OR_RETURN(weights.embed_tokens,
-                   read.Linear("model.embed_tokens", c.vocab_size, hidden));
+                   read.Linear("model.embed_tokens", c.vocab_size, hidden, /*product=*/false));
   weights.layers.resize(static_cast<size_t>(c.num_hidden_layers));
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     LayerWeights& w = weights.layers[l];
