@@ -1180,7 +1180,9 @@ void MatMulBatch(std::span<const MatMulJob> jobs) {
       MatMul(job.x, job.n, *job.w, job.y);
       continue;
     }
-    inputs[j] = MakeStreamInput(job.x, job.n, *job.w);
+    // The panel kernels read x as it is; the others may want it reordered (MakeStreamInput).
+    inputs[j] = UsePanels(*job.w) ? StreamInput{job.x, job.n, job.w, 0, {}}
+                                  : MakeStreamInput(job.x, job.n, *job.w);
     // What a chunk costs: its bytes, times the passes over them (4 tokens per pass of the row
     // kernels; the panel kernel's 12-token passes run from cache after the first).
     const bool panels = job.w->panels != nullptr;
