@@ -19,7 +19,7 @@ namespace {
     GTEST_SKIP() << "needs " << (needed) << " CUDA device(s); this machine has "          \
                  << (devices_.ok() ? std::to_string(*devices_)                            \
                                    : std::string(devices_.status().message()))            \
-                 << ": the NCCL backend is built and linked but this test does not run"; \
+                 << ": the NCCL backend is built but this test does not run"; \
   }                                                                                       \
   const int devices = *devices_
 
