@@ -30,6 +30,8 @@ constexpr int64_t kStreamChunkRows = 16;
 // How far ahead of the weight stream to prefetch: a single core keeps too few cache-line misses
 // in flight from the hardware prefetcher alone to reach the memory bandwidth.
 constexpr int64_t kPrefetchBytes = 4096;
+// MatMulBatch hands out its bytes in this many slices per thread.
+constexpr int64_t kSlicesPerThread = 8;
 // Below this many weight elements × tokens, waking threads costs more than it saves.
 constexpr int64_t kParallelMinWork = int64_t{1} << 16;
 
@@ -1127,11 +1129,14 @@ void MatMul(const float* x, int64_t n, const LinearWeight& w, float* y) {
   if (n <= 0 || w.rows <= 0) return;
   const bool parallel = ParallelWorthwhile(w.rows * w.cols * n);
   if (UsePanels(w)) {
-    // One contiguous run of panels per thread: its token groups go outermost, so each group of
-    // x is read from memory once per thread, not once per panel.
+    // Runs of contiguous panels, token groups outermost within each, so a group of x is read
+    // from memory once per run: one run per thread when x spans several groups; for decode
+    // (one group) kSlicesPerThread runs per thread, taken as threads come free.
     const int64_t panels = (w.rows + kPanelRows - 1) / kPanelRows;
-    const int64_t tasks = std::min(parallel ? KernelThreads() : int64_t{1}, panels);
-#pragma omp parallel for schedule(static) if (parallel)
+    const int64_t runs_per_thread = n <= kPanelTokenGroup ? kSlicesPerThread : 1;
+    const int64_t tasks =
+        std::min((parallel ? KernelThreads() : int64_t{1}) * runs_per_thread, panels);
+#pragma omp parallel for schedule(dynamic) if (parallel)
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t r0 = panels * task / tasks * kPanelRows;
       const int64_t r1 = std::min(w.rows, panels * (task + 1) / tasks * kPanelRows);
@@ -1198,17 +1203,22 @@ void MatMulBatch(std::span<const MatMulJob> jobs) {
   }
   if (chunks.empty()) return;
   const bool parallel = ParallelWorthwhile(total);
+  std::atomic<int64_t> next_slice{0};
 #pragma omp parallel if (parallel)
   {
-    // Thread i takes the chunks ending in (i, i + 1] × total / threads: contiguous bytes, which
-    // the hardware and software prefetchers stream best.
-    const int64_t count = omp_get_num_threads(), me = omp_get_thread_num();
-    const int64_t lo = total * me / count, hi = total * (me + 1) / count;
-    auto first = std::upper_bound(ends.begin(), ends.end(), lo);
-    for (size_t i = static_cast<size_t>(first - ends.begin()); i < chunks.size() && ends[i] <= hi;
-         ++i) {
-      const MatMulJob& job = *chunks[i].job;
-      StreamRows(*chunks[i].in, job.n, *job.w, job.y, chunks[i].r0, chunks[i].r1);
+    // The bytes in kSlicesPerThread × threads slices of consecutive chunks, handed out in order
+    // as threads come free: each slice streams contiguously (as the prefetchers like), and a
+    // thread slowed down by its neighbours takes fewer of them.
+    const int64_t slices = omp_get_num_threads() * kSlicesPerThread;
+    for (int64_t slice = next_slice.fetch_add(1); slice < slices;
+         slice = next_slice.fetch_add(1)) {
+      const int64_t lo = total * slice / slices, hi = total * (slice + 1) / slices;
+      auto first = std::upper_bound(ends.begin(), ends.end(), lo);
+      for (size_t i = static_cast<size_t>(first - ends.begin()); i < chunks.size() && ends[i] <= hi;
+           ++i) {
+        const MatMulJob& job = *chunks[i].job;
+        StreamRows(*chunks[i].in, job.n, *job.w, job.y, chunks[i].r0, chunks[i].r1);
+      }
     }
   }
 }
