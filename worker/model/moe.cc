@@ -141,7 +141,16 @@ struct Scratch {
   std::vector<float> received_x;                          // ExpertDispatcher::received_rows()
   std::vector<uint8_t*> encoded_row;                      // [token] its first send row
   std::vector<std::pair<uint8_t*, int32_t>> copied_rows;  // (send row, token) for the others
+  // Combine: each token's returned rows, [token_first_row[t], token_first_row[t + 1]).
+  std::vector<int64_t> token_first_row, token_fill;
+  std::vector<const uint8_t*> token_rows;
 };
+
+// The rank whose rows [offsets[r], offsets[r + 1]) hold row `global`.
+size_t SourceRank(const std::vector<int64_t>& offsets, int64_t global) {
+  return static_cast<size_t>(std::upper_bound(offsets.begin(), offsets.end(), global) -
+                             offsets.begin()) - 1;
+}
 
 Scratch& ThreadScratch() {
   static thread_local Scratch scratch;
@@ -194,15 +203,22 @@ absl::Status ExpertDispatcher::Dispatch(const float* x, const DispatchLayout& la
     spans.emplace_back(send[r]);
     stats_.bytes_sent_to[r] += static_cast<int64_t>(send[r].size());
   }
-  ForEachRow(layout.num_tokens, hidden_, [&](int64_t t) {
-    if (encoded_row[t] != nullptr) {
-      EncodeActivations(x + t * hidden_, hidden_, transport_.dispatch, encoded_row[t]);
+  // Encode, then copy to the other ranks' rows: one parallel region, two loops.
+  const int64_t copies = static_cast<int64_t>(copied_rows.size());
+#pragma omp parallel if (ParallelWorthwhile((layout.num_tokens + copies) * hidden_))
+  {
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < layout.num_tokens; ++t) {
+      if (encoded_row[t] != nullptr) {
+        EncodeActivations(x + t * hidden_, hidden_, transport_.dispatch, encoded_row[t]);
+      }
     }
-  });
-  ForEachRow(static_cast<int64_t>(copied_rows.size()), hidden_, [&](int64_t c) {
-    const auto& [row, token] = copied_rows[c];
-    std::memcpy(row, encoded_row[token], static_cast<size_t>(act_bytes));
-  });
+#pragma omp for schedule(static)
+    for (int64_t c = 0; c < copies; ++c) {
+      const auto& [row, token] = copied_rows[c];
+      std::memcpy(row, encoded_row[token], static_cast<size_t>(act_bytes));
+    }
+  }
   std::vector<std::vector<uint8_t>>& received = scratch.dispatch_received;
   const absl::Time start = absl::Now();
   RETURN_IF_ERROR(comm_.AllToAllV(spans, &received, deadline));
@@ -222,12 +238,12 @@ absl::Status ExpertDispatcher::Dispatch(const float* x, const DispatchLayout& la
   scratch.received_x.resize(static_cast<size_t>(num_received_ * hidden_));
   float* received_x = scratch.received_x.data();
   received_x_ = received_x;
-  for (size_t r = 0; r < received.size(); ++r) {
-    ForEachRow(row_offset_[r + 1] - row_offset_[r], hidden_, [&](int64_t i) {
-      DecodeActivations(received[r].data() + i * row_bytes, hidden_, transport_.dispatch,
-                        received_x + (row_offset_[r] + i) * hidden_);
-    });
-  }
+  // Every source rank's rows in one loop (one fork and join, not one per rank).
+  ForEachRow(num_received_, hidden_, [&](int64_t global) {
+    const size_t r = SourceRank(row_offset_, global);
+    DecodeActivations(received[r].data() + (global - row_offset_[r]) * row_bytes, hidden_,
+                      transport_.dispatch, received_x + global * hidden_);
+  });
   for (auto& rows : rows_of_slot_) rows.clear();
   for (size_t r = 0; r < received.size(); ++r) {
     for (int64_t i = 0; i < row_offset_[r + 1] - row_offset_[r]; ++i) {
@@ -264,17 +280,23 @@ absl::Status ExpertDispatcher::Combine(const float* expert_sums, const DispatchL
   for (int r = 0; r < ranks; ++r) {
     const int64_t n = row_offset_[r + 1] - row_offset_[r];
     back[r].resize(static_cast<size_t>(n * row_bytes));
-    ForEachRow(n, hidden_, [&](int64_t i) {
-      EncodeActivations(expert_sums + (row_offset_[r] + i) * hidden_, hidden_, transport_.combine,
-                        back[r].data() + i * row_bytes);
-    });
     spans.emplace_back(back[r]);
     stats_.bytes_sent_to[r] += static_cast<int64_t>(back[r].size());
   }
+  ForEachRow(row_offset_.back(), hidden_, [&](int64_t global) {
+    const size_t r = SourceRank(row_offset_, global);
+    EncodeActivations(expert_sums + global * hidden_, hidden_, transport_.combine,
+                      back[r].data() + (global - row_offset_[r]) * row_bytes);
+  });
   std::vector<std::vector<uint8_t>>& combined = scratch.combine_received;
   const absl::Time start = absl::Now();
   RETURN_IF_ERROR(comm_.AllToAllV(spans, &combined, deadline));
   stats_.combine_seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  // Each token's rows (at most one per rank), in rank order, so that one loop over tokens adds
+  // every rank's contribution in the same order as rank by rank, without two threads on a row.
+  std::vector<int64_t>& first = scratch.token_first_row;
+  std::vector<const uint8_t*>& rows = scratch.token_rows;
+  first.assign(static_cast<size_t>(layout.num_tokens) + 1, 0);
   for (int r = 0; r < ranks; ++r) {
     const std::vector<int32_t>& tokens = layout.tokens[r];
     stats_.bytes_received_from[r] += static_cast<int64_t>(combined[r].size());
@@ -282,12 +304,23 @@ absl::Status ExpertDispatcher::Combine(const float* expert_sums, const DispatchL
       return absl::DataLossError(absl::StrCat("combine from rank ", r, ": ", combined[r].size(),
                                               " bytes for ", tokens.size(), " rows"));
     }
-    // A token comes back from a rank once, so one rank's rows add into distinct outputs.
-    ForEachRow(static_cast<int64_t>(tokens.size()), hidden_, [&](int64_t i) {
-      DecodeAddActivations(combined[r].data() + i * row_bytes, hidden_, transport_.combine,
-                           out + tokens[i] * hidden_);
-    });
+    for (int32_t t : tokens) ++first[t + 1];
   }
+  for (int64_t t = 0; t < layout.num_tokens; ++t) first[t + 1] += first[t];
+  rows.resize(static_cast<size_t>(first.back()));
+  std::vector<int64_t>& fill = scratch.token_fill;
+  fill.assign(first.begin(), first.end() - 1);
+  for (int r = 0; r < ranks; ++r) {
+    const std::vector<int32_t>& tokens = layout.tokens[r];
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      rows[fill[tokens[i]]++] = combined[r].data() + i * row_bytes;
+    }
+  }
+  ForEachRow(layout.num_tokens, hidden_, [&](int64_t t) {
+    for (int64_t k = first[t]; k < first[t + 1]; ++k) {
+      DecodeAddActivations(rows[k], hidden_, transport_.combine, out + t * hidden_);
+    }
+  });
   return absl::OkStatus();
 }
 
