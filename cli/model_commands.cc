@@ -22,6 +22,7 @@
 #include "worker/comm/local.h"
 #include "worker/comm/rendezvous.h"
 #include "worker/comm/transport.h"
+#include "worker/comm/ucx.h"
 #include "worker/model/forward_job.h"
 #include "worker/kernels/linear.h"
 #include "worker/model/generate.h"
@@ -149,6 +150,9 @@ absl::Status Forward() {
   }
   const int ep = absl::GetFlag(FLAGS_ep);
   if (ep < 1 || ep > 64) return absl::InvalidArgumentError(absl::StrCat("--ep=", ep, ": 1..64"));
+  if (const int lanes = absl::GetFlag(FLAGS_comm_lanes); lanes < 1 || lanes > kMaxUcxLanes) {
+    return absl::InvalidArgumentError(absl::StrCat("--comm_lanes=", lanes, ": 1..", kMaxUcxLanes));
+  }
   const std::string transport =
       absl::GetFlag(FLAGS_transport).empty() ? "local" : absl::GetFlag(FLAGS_transport);
   if (transport != "local") {
@@ -204,7 +208,8 @@ absl::Status Forward() {
     auto meeting = MakeFileRendezvous(rendezvous, "forward");
     ASSIGN_OR_RETURN(std::unique_ptr<Communicator> comm,
                      MakeProcessCommunicator(transport, std::max(ep_rank, 0), ep, *meeting,
-                                             absl::Now() + absl::Seconds(60)));
+                                             absl::Now() + absl::Seconds(60),
+                                             absl::GetFlag(FLAGS_comm_lanes)));
     ASSIGN_OR_RETURN(logits, RunForwardJob(job, *comm));
     for (size_t i = 0; i < children.size(); ++i) {
       ASSIGN_OR_RETURN(int code, children[i]->Wait(absl::Now() + absl::Seconds(60)));
@@ -309,6 +314,7 @@ int RunForward(int argc, char** argv) {
              "--model DIR --tokens 3,17,42[;5,9] --out FILE [--mode prefill|decode] [--ep N "
              "--transport local|ucx|nccl]",
              {"model", "tokens", "out", "mode", "attention", "threads", "kv_cache_mb", "ep",
+              "comm_lanes",
               "transport", "placement", "dispatch_dtype", "combine_dtype", "ep_rank",
               "rendezvous"},
              Forward);

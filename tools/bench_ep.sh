@@ -6,10 +6,12 @@
 #      7168, top-8 of 256 experts, FP8 dispatch / BF16 combine;
 #   3. epinfer forward --mode decode on the small preset: --ep 2 over UCX vs --ep 1.
 # Prints the results as markdown rows for docs/PERFORMANCE.md.
-#   tools/bench_ep.sh [--quick] [--threads N]
+#   tools/bench_ep.sh [--quick] [--threads N] [--lanes L] [--ranks "2 4"]
 #     --quick: few iterations, to check the script itself;
 #     --threads N: compute threads per EP rank (default 1: this 2-core machine's one core per
-#       rank); the single-process comparisons then use N and 2N threads.
+#       rank); the single-process comparisons then use N and 2N threads;
+#     --lanes L: UCX lanes per rank (--comm_lanes; default 1), each driven by one of the threads;
+#     --ranks: the group sizes of the dispatch benchmark (default "2 4").
 #   EPINFER_BIN=DIR: run prebuilt binaries (DIR/worker/comm/dispatch_bench, DIR/cli/epinfer)
 #     instead of building with Bazel, on a machine without it (tools/device_check.sh).
 # UCX_NET_DEVICES=lo keeps UCX's TCP transport on loopback (shared memory and CMA are not network
@@ -23,15 +25,22 @@ cd "$(dirname "$0")/.."
 
 QUICK=0
 THREADS=1
+LANES=1
+RANKS="2 4"
 while (( $# )); do
   case "$1" in
     --quick) QUICK=1 ;;
     --threads) THREADS=$2; shift ;;
-    *) echo "usage: tools/bench_ep.sh [--quick] [--threads N]" >&2; exit 2 ;;
+    --lanes) LANES=$2; shift ;;
+    --ranks) RANKS=$2; shift ;;
+    *) echo "usage: tools/bench_ep.sh [--quick] [--threads N] [--lanes L] [--ranks \"2 4\"]" >&2
+       exit 2 ;;
   esac
   shift
 done
 [[ "$THREADS" =~ ^[1-9][0-9]*$ ]] || { echo "--threads: a positive integer" >&2; exit 2; }
+[[ "$LANES" =~ ^[1-9][0-9]*$ ]] || { echo "--lanes: a positive integer" >&2; exit 2; }
+[[ "$RANKS" =~ ^[0-9\ ]+$ ]] || { echo "--ranks: group sizes, e.g. \"2 4\"" >&2; exit 2; }
 export UCX_NET_DEVICES="${UCX_NET_DEVICES:-lo}"
 WORK=$(mktemp -d /tmp/bench_ep.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
@@ -103,7 +112,7 @@ bench() {
   for (( r = 0; r < size; ++r )); do
     "$BENCH" --rank=$r --size="$size" --rendezvous="$rendezvous" --tokens="$tokens" \
         --hidden=7168 --top_k=8 --experts=256 --dispatch_dtype=fp8 --combine_dtype=bf16 \
-        --iters="$iters" --warmup="$warmup" --threads="$THREADS" \
+        --iters="$iters" --warmup="$warmup" --threads="$THREADS" --lanes="$LANES" \
         >"$WORK/bench.$size.$tokens.$r" 2>&1 &
     pids+=($!)
   done
@@ -158,7 +167,7 @@ log "tag_lat p50 = $LAT_US us"
 # ---- 2. dispatch_bench, each followed by ucx_perftest tag_bw at its message sizes
 declare -A RESULT BW_D BW_C
 if (( QUICK )); then DECODE_ITERS=20; PREFILL_ITERS=2; else DECODE_ITERS=100; PREFILL_ITERS=5; fi
-for size in 2 4; do
+for size in $RANKS; do
   for tokens in 128 4096; do
     if (( tokens == 128 )); then iters=$DECODE_ITERS; warmup=10; else iters=$PREFILL_ITERS; warmup=2; fi
     log "== dispatch_bench --size=$size --tokens=$tokens --iters=$iters"
@@ -179,7 +188,7 @@ log "== epinfer make-model --preset small --dtype bf16"
 "$EPINFER" make-model --preset small --dtype bf16 --out "$WORK/small" >&2
 if (( QUICK )); then L1=4; L2=20; else L1=16; L2=144; fi
 # Configurations: EP 2 (THREADS cores per rank), EP 1 on the same cores, EP 1 on THREADS cores.
-declare -A FORWARD_ARGS=([ep2]="--ep 2 --threads $THREADS --transport ucx"
+declare -A FORWARD_ARGS=([ep2]="--ep 2 --threads $THREADS --transport ucx --comm_lanes $LANES"
                          [ep1t2]="--ep 1 --threads $(( 2 * THREADS ))"
                          [ep1t1]="--ep 1 --threads $THREADS")
 declare -A RUNS TPS
@@ -200,16 +209,16 @@ done
 # ---- 4. for reference: ucx_perftest on UCX's default transports (no peer error handling)
 if [[ -n "$DEFAULT_TLS" ]]; then export UCX_TLS=$DEFAULT_TLS; else unset UCX_TLS; fi
 DEFAULT_LAT_US=$(perftest tag_lat 8 "$LAT_ITERS" | awk '{print $2}')
-DEFAULT_BW=$(tag_bw "$(field "${RESULT[2.4096]}" combine_msg_bytes)")
+DEFAULT_BW=$(tag_bw "$(field "${RESULT[${RANKS%% *}.4096]}" combine_msg_bytes)")
 log "default transports (UCX_TLS=${UCX_TLS:-all}): tag_lat $DEFAULT_LAT_US us, tag_bw $DEFAULT_BW B/s"
 log "== load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # ---- table
 DATE=$(date +%F)
 CMD='`tools/bench_ep.sh`'
-for size in 2 4; do
+for size in $RANKS; do
   note="$size UCX ranks on 127.0.0.1"
-  note="$note, $THREADS thread(s) per rank, $(nproc) cores"
+  note="$note, $THREADS thread(s) and $LANES UCX lane(s) per rank, $(nproc) cores"
   (( size * THREADS > $(nproc) )) && note="$note: oversubscribed"
   r=${RESULT[$size.4096]}
   awk -v r="$r" -v bd="${BW_D[$size.4096]}" -v bc="${BW_C[$size.4096]}" -v note="$note" \
@@ -224,9 +233,9 @@ for size in 2 4; do
       v["gbps"] * 1e9 / peer, v["a2a_gbps"] * 1e9 / peer, cmd, date
   }'
 done
-for size in 2 4; do
+for size in $RANKS; do
   note="$size UCX ranks on 127.0.0.1"
-  note="$note, $THREADS thread(s) per rank, $(nproc) cores"
+  note="$note, $THREADS thread(s) and $LANES UCX lane(s) per rank, $(nproc) cores"
   (( size * THREADS > $(nproc) )) && note="$note: oversubscribed"
   r=${RESULT[$size.128]}
   awk -v r="$r" -v bd="${BW_D[$size.128]}" -v bc="${BW_C[$size.128]}" -v lat="$LAT_US" \
@@ -240,7 +249,7 @@ for size in 2 4; do
   }'
 done
 awk -v a="${TPS[ep2]}" -v b="${TPS[ep1t2]}" -v c="${TPS[ep1t1]}" -v l1="$L1" -v l2="$L2" \
-    -v t="$THREADS" -v cmd="$CMD" -v date="$DATE" 'BEGIN {
-  printf "| End to end: `epinfer forward --mode decode --ep 2 --transport ucx --threads %d` (2 processes × %d cores), small preset bf16, 4 sequences (2 per rank), positions %d-%d | %.1f tokens/s | `--ep 1 --threads %d` (1 process × %d cores): %.1f tokens/s; `--ep 1 --threads %d`: %.1f tokens/s | %.2f× of --threads %d; %.2f× of --threads %d | %s | %s |\n",
-    t, t, l1, l2, a, 2 * t, 2 * t, b, t, c, a / b, 2 * t, a / c, t, cmd, date
+    -v t="$THREADS" -v lanes="$LANES" -v cmd="$CMD" -v date="$DATE" 'BEGIN {
+  printf "| End to end: `epinfer forward --mode decode --ep 2 --transport ucx --threads %d --comm_lanes %d` (2 processes × %d cores), small preset bf16, 4 sequences (2 per rank), positions %d-%d | %.1f tokens/s | `--ep 1 --threads %d` (1 process × %d cores): %.1f tokens/s; `--ep 1 --threads %d`: %.1f tokens/s | %.2f× of --threads %d; %.2f× of --threads %d | %s | %s |\n",
+    t, lanes, t, l1, l2, a, 2 * t, 2 * t, b, t, c, a / b, 2 * t, a / c, t, cmd, date
 }'

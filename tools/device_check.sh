@@ -7,7 +7,8 @@
 #      logits;
 #   3. tools/bench_ep.sh --threads N (default 4): the EP speed benchmark with several cores per
 #      rank, which this project's 2-core development machine cannot give.
-#   tools/device_check.sh [--threads N] [--skip-bench]      (PYTHON: a python3 with numpy)
+#   tools/device_check.sh [--threads N] [--skip-bench] [-- BENCH_EP_FLAGS...]
+#     (PYTHON: a python3 with numpy; flags after -- go to tools/bench_ep.sh, e.g. --lanes 8)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 THREADS=4
@@ -16,7 +17,9 @@ while (( $# )); do
   case "$1" in
     --threads) THREADS=$2; shift ;;
     --skip-bench) BENCH=0 ;;
-    *) echo "usage: tools/device_check.sh [--threads N] [--skip-bench]" >&2; exit 2 ;;
+    --) shift; break ;;
+    *) echo "usage: tools/device_check.sh [--threads N] [--skip-bench] [-- BENCH_EP_FLAGS]" >&2
+       exit 2 ;;
   esac
   shift
 done
@@ -48,7 +51,7 @@ echo "exit ${PIPESTATUS[0]}" | tee -a "$RESULTS/ep_test.log"
 
 if (( BENCH )); then
   echo "== bench_ep --threads $THREADS" | tee "$RESULTS/bench_ep.log"
-  EPINFER_BIN="$B/epinfer" timeout 300 tools/bench_ep.sh --threads "$THREADS" \
+  EPINFER_BIN="$B/epinfer" timeout 300 tools/bench_ep.sh --threads "$THREADS" "$@" \
       >"$RESULTS/bench_ep.md" 2>>"$RESULTS/bench_ep.log"
   echo "exit $?" | tee -a "$RESULTS/bench_ep.log"
   cat "$RESULTS/bench_ep.md"

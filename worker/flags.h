@@ -11,6 +11,7 @@ ABSL_DECLARE_FLAG(std::string, model);
 ABSL_DECLARE_FLAG(int, threads);
 ABSL_DECLARE_FLAG(int64_t, kv_cache_mb);
 ABSL_DECLARE_FLAG(std::string, transport);
+ABSL_DECLARE_FLAG(int, comm_lanes);
 ABSL_DECLARE_FLAG(std::string, router);
 
 #endif  // EPINFER_WORKER_FLAGS_H_

@@ -12,6 +12,7 @@
 #include "common/server_process.h"
 #include "spdlog/spdlog.h"
 #include "worker/comm/transport.h"
+#include "worker/comm/ucx.h"
 #include "worker/engine/engine.h"
 #include "worker/flags.h"
 #include "worker/group_client.h"
@@ -175,8 +176,9 @@ struct GroupLoop {
       if (client != nullptr) {
         auto rendezvous = client->RendezvousFor(m);
         absl::StatusOr<std::unique_ptr<Communicator>> joined =
-            MakeProcessCommunicator(transport, m.rank, m.world_size,
-                                    *rendezvous, absl::Now() + absl::Seconds(30));
+            MakeProcessCommunicator(transport, m.rank, m.world_size, *rendezvous,
+                                    absl::Now() + absl::Seconds(30),
+                                    absl::GetFlag(FLAGS_comm_lanes));
         if (!joined.ok()) {
           spdlog::warn("epoch {}: communicator: {}", m.epoch, joined.status().ToString());
           metrics.GroupFailure();
@@ -255,6 +257,7 @@ int RunWorker(int argc, char** argv) {
   ServerProcess process(
       "worker", argc, argv, kUsage,
       ServerFlagNames({"model", "router", "worker_id", "advertise_host", "threads", "kv_cache_mb",
+                       "comm_lanes",
                        "transport", "max_tokens_per_step", "prefill_chunk_tokens",
                        "max_running_sequences", "collective_timeout_s", "scheduler",
                        "telemetry_interval_ms"}));
@@ -264,6 +267,9 @@ int RunWorker(int argc, char** argv) {
   if (model_dir.empty()) process.CheckFlag(absl::InvalidArgumentError("--model is required"));
   const std::string transport = absl::GetFlag(FLAGS_transport);
   if (!transport.empty()) process.CheckFlag(CheckProcessTransport(transport));
+  if (absl::GetFlag(FLAGS_comm_lanes) < 1 || absl::GetFlag(FLAGS_comm_lanes) > kMaxUcxLanes) {
+    process.CheckFlag(absl::InvalidArgumentError("--comm_lanes must be in 1..16"));
+  }
   if (absl::GetFlag(FLAGS_max_tokens_per_step) < 1 || absl::GetFlag(FLAGS_prefill_chunk_tokens) < 1 ||
       absl::GetFlag(FLAGS_max_running_sequences) < 1) {
     process.CheckFlag(absl::InvalidArgumentError(

@@ -18,6 +18,7 @@ ABSL_FLAG(std::string, rendezvous, "", "rendezvous directory");
 ABSL_FLAG(int, steps, 20, "steps of the suite");
 ABSL_FLAG(int, die_at_step, -1, "SIGKILL this process at the start of this step");
 ABSL_FLAG(int, timeout_s, 60, "deadline of each collective");
+ABSL_FLAG(int, lanes, 1, "ucx: UCP workers per rank, each driven by its own thread");
 
 int main(int argc, char** argv) {
   epinfer::PrepareUcxEnvironment();
@@ -30,7 +31,8 @@ int main(int argc, char** argv) {
   }
   auto comm = epinfer::MakeProcessCommunicator(absl::GetFlag(FLAGS_backend),
                                                absl::GetFlag(FLAGS_rank), absl::GetFlag(FLAGS_size),
-                                               *rendezvous, absl::Now() + absl::Seconds(60));
+                                               *rendezvous, absl::Now() + absl::Seconds(60),
+                                               absl::GetFlag(FLAGS_lanes));
   if (!comm.ok()) {
     std::cerr << "rank " << absl::GetFlag(FLAGS_rank) << ": " << comm.status() << "\n";
     return 3;

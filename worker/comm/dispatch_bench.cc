@@ -33,6 +33,7 @@ ABSL_FLAG(int, rank, 0, "this rank");
 ABSL_FLAG(int, size, 2, "group size (EP ranks)");
 ABSL_FLAG(std::string, rendezvous, "", "rendezvous directory shared by the ranks");
 ABSL_FLAG(std::string, transport, "ucx", "ucx, or nccl in builds with CUDA");
+ABSL_FLAG(int, lanes, 1, "ucx: UCP workers per rank, each driven by one of the --threads");
 ABSL_FLAG(int64_t, tokens, 128, "tokens per rank per step (128: decode-sized, 4096: prefill)");
 ABSL_FLAG(int64_t, hidden, 7168, "hidden_size (DeepSeek-V3: 7168)");
 ABSL_FLAG(int, top_k, 8, "num_experts_per_tok");
@@ -136,7 +137,8 @@ absl::Status Run() {
   auto rendezvous = MakeFileRendezvous(absl::GetFlag(FLAGS_rendezvous), "dispatch_bench");
   ASSIGN_OR_RETURN(std::unique_ptr<Communicator> comm,
                    MakeProcessCommunicator(absl::GetFlag(FLAGS_transport), rank, size, *rendezvous,
-                                           absl::Now() + absl::Seconds(60)));
+                                           absl::Now() + absl::Seconds(60),
+                                           absl::GetFlag(FLAGS_lanes)));
 
   // N(0, 1) activations, like a post-RMSNorm hidden state: f32 [tokens, hidden].
   std::mt19937_64 rng(absl::GetFlag(FLAGS_seed) * 1000003 + static_cast<uint64_t>(rank));

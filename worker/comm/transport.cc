@@ -34,9 +34,10 @@ absl::Status CheckProcessTransport(absl::string_view transport) {
 absl::StatusOr<std::unique_ptr<Communicator>> MakeProcessCommunicator(absl::string_view transport,
                                                                       int rank, int size,
                                                                       Rendezvous& rendezvous,
-                                                                      absl::Time deadline) {
+                                                                      absl::Time deadline,
+                                                                      int lanes) {
   if (absl::Status status = CheckProcessTransport(transport); !status.ok()) return status;
-  if (transport == "ucx") return MakeUcxCommunicator(rank, size, rendezvous, deadline);
+  if (transport == "ucx") return MakeUcxCommunicator(rank, size, rendezvous, deadline, lanes);
 #ifdef EPINFER_WITH_NCCL
   absl::StatusOr<int> devices = CudaDeviceCount();
   if (!devices.ok()) return devices.status();

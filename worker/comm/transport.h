@@ -21,11 +21,13 @@ std::string ProcessTransports();
 absl::Status CheckProcessTransport(absl::string_view transport);
 
 // One rank of a group of processes over `transport`. NCCL ranks take CUDA device
-// rank % (devices on this host); NCCL allows one rank of a group per device.
+// rank % (devices on this host); NCCL allows one rank of a group per device. `lanes`: UCX
+// workers per rank (see MakeUcxCommunicator); NCCL ignores it.
 absl::StatusOr<std::unique_ptr<Communicator>> MakeProcessCommunicator(absl::string_view transport,
                                                                       int rank, int size,
                                                                       Rendezvous& rendezvous,
-                                                                      absl::Time deadline);
+                                                                      absl::Time deadline,
+                                                                      int lanes = 1);
 
 }  // namespace epinfer
 

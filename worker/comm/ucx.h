@@ -18,9 +18,15 @@ namespace epinfer {
 // early in main(), before any thread starts (it sets environment variables).
 void PrepareUcxEnvironment();
 
+// `lanes` > 1: that many UCP workers per rank, and messages of 256 KiB or more split over them,
+// each lane driven by its own thread of the calling thread's OpenMP pool during the all-to-all,
+// so that the copies UCX makes (both sides of shared memory) run on several cores. The group uses
+// the smallest lane count any rank asked for.
+inline constexpr int kMaxUcxLanes = 16;
 absl::StatusOr<std::unique_ptr<Communicator>> MakeUcxCommunicator(int rank, int size,
                                                                   Rendezvous& rendezvous,
-                                                                  absl::Time deadline);
+                                                                  absl::Time deadline,
+                                                                  int lanes = 1);
 
 }  // namespace epinfer
 
