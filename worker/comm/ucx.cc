@@ -375,13 +375,16 @@ class UcxCommunicator : public Communicator {
     std::vector<absl::Status> results(lanes_.size());
     std::atomic<bool> abort{false};
     // Each pool thread drives its lanes round-robin until all are done: every lane must move at
-    // once, since a lane's shared-memory FIFO fills until its peer drains it.
-#pragma omp parallel num_threads(lanes)
+    // once, since a lane's shared-memory FIFO fills until its peer drains it. The team is the
+    // pool's usual size (threads beyond the lanes return at once): a team of another size than
+    // the kernels' would park and re-wake pool threads on every switch, which cost more than
+    // the lanes gained on the lent 16-core machine.
+#pragma omp parallel
     {
       const int threads = omp_get_num_threads(), me = omp_get_thread_num();
       std::vector<size_t> mine;
       for (int l = me; l < lanes; l += threads) mine.push_back(static_cast<size_t>(l));
-      RunLanes(mine, seq, send, *recv, deadline, abort, results);
+      if (!mine.empty()) RunLanes(mine, seq, send, *recv, deadline, abort, results);
     }
     // The first real error, not the CANCELLED of the lanes that stopped because of it.
     for (const absl::Status& result : results) {
