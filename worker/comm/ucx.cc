@@ -185,8 +185,6 @@ class UcxCommunicator : public Communicator {
     return AllToAllV(send, &unused, deadline);
   }
 
-  int lanes() const { return static_cast<int>(lanes_.size()); }
-
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   const char* backend() const override { return "ucx"; }
@@ -486,7 +484,6 @@ class UcxCommunicator : public Communicator {
   const int rank_, size_;
   ucp_context_h context_ = nullptr;
   std::vector<Lane> lanes_;  // lane 0 carries all small collectives
-  std::vector<void*> no_requests_;
   std::deque<PeerArg> peer_args_;
   std::atomic<int> failed_peer_;
   ucs_status_t failure_status_ = UCS_OK;
