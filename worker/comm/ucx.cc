@@ -246,11 +246,14 @@ class UcxCommunicator : public Communicator {
     (*recv)[rank_].assign(send[rank_].begin(), send[rank_].end());
     std::vector<void*> requests;
     ucp_request_param_t param{};
+    const Lane& lane = lanes_[0];
     for (int r = 0; r < size_; ++r) {
       if (r == rank_) continue;
       ucs_status_ptr_t request =
-          ucp_tag_send_nbx(lanes_[0].eps[r], send[r].data(), send[r].size(), Tag(seq, rank_), &param);
-      if (UCS_PTR_IS_ERR(request)) return Fail(UcxStatus(UCS_PTR_STATUS(request), "ucp_tag_send_nbx"), requests);
+          ucp_tag_send_nbx(lane.eps[r], send[r].data(), send[r].size(), Tag(seq, rank_), &param);
+      if (UCS_PTR_IS_ERR(request)) {
+        return Fail(UcxStatus(UCS_PTR_STATUS(request), "ucp_tag_send_nbx"), requests);
+      }
       if (request != nullptr) requests.push_back(request);
     }
     std::vector<bool> receiving(static_cast<size_t>(size_), false);
@@ -258,15 +261,15 @@ class UcxCommunicator : public Communicator {
     int to_probe = size_ - 1;
     int idle = 0;
     while (true) {
-      const unsigned progressed = ucp_worker_progress(lanes_[0].worker);
+      const unsigned progressed = ucp_worker_progress(lane.worker);
       for (int r = 0; r < size_ && to_probe > 0; ++r) {
         if (receiving[r]) continue;
         ucp_tag_recv_info_t info{};
-        ucp_tag_message_h message = ucp_tag_probe_nb(lanes_[0].worker, Tag(seq, r), kFullMask, 1, &info);
+        ucp_tag_message_h message = ucp_tag_probe_nb(lane.worker, Tag(seq, r), kFullMask, 1, &info);
         if (message == nullptr) continue;
         (*recv)[r].resize(info.length);
         ucs_status_ptr_t request =
-            ucp_tag_msg_recv_nbx(lanes_[0].worker, (*recv)[r].data(), info.length, message, &param);
+            ucp_tag_msg_recv_nbx(lane.worker, (*recv)[r].data(), info.length, message, &param);
         if (UCS_PTR_IS_ERR(request)) {
           return Fail(UcxStatus(UCS_PTR_STATUS(request), "ucp_tag_msg_recv_nbx"), requests);
         }
