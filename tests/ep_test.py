@@ -60,6 +60,9 @@ class EpForwardTest(unittest.TestCase):
         for ep, mode in ((2, "prefill"), (4, "decode")):
             with self.subTest(ep=ep, mode=mode):
                 self.assert_same(self.forward(mode, "--ep", ep, "--transport", "ucx"), mode)
+        # Several UCX lanes per rank: every all-to-all exchanges its sizes first.
+        self.assert_same(self.forward("prefill", "--ep", 2, "--transport", "ucx", "--comm_lanes", 2,
+                                      "--threads", 2), "prefill")
 
     def test_nccl_processes_give_the_single_rank_logits(self):
         # One process per GPU (NCCL allows one rank of a group per device): a group of 2 where
@@ -109,7 +112,9 @@ class EpForwardTest(unittest.TestCase):
         out = os.path.join(self.tmp, "unused")
         for extra, message in ((["--ep", 3], "3 ranks do not divide 16"),
                                (["--ep", 2, "--transport", "carrier-pigeon"], "--transport"),
-                               (["--ep", 2, "--dispatch_dtype", "f16"], "activation dtype")):
+                               (["--ep", 2, "--dispatch_dtype", "f16"], "activation dtype"),
+                               (["--ep", 2, "--transport", "ucx", "--comm_lanes", 0],
+                                "--comm_lanes")):
             code, _, err = epinfer("forward", "--model", self.model, "--tokens", "1,2", "--out",
                                    out, *extra)
             self.assertEqual(code, 2, err)
