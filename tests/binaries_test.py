@@ -77,6 +77,17 @@ class BinariesTest(unittest.TestCase):
                     self.assertEqual(code, 2, err)
                     self.assertIn("usage: %s" % name, err)
 
+    def test_worker_transport_flags_are_checked(self):
+        path, extra, _ = COMPONENTS["worker"]
+        for flags, message in ((["--transport=carrier-pigeon"], "--transport"),
+                               (["--comm_lanes=0"], "--comm_lanes"),
+                               (["--comm_lanes=17"], "--comm_lanes")):
+            with self.subTest(flags=flags):
+                code, _, err = procs.run([procs.runfile(path)] + LOCAL + extra() + flags,
+                                         timeout_s=30)
+                self.assertEqual(code, 2, err)
+                self.assertIn(message, err)
+
     def test_help_exits_0(self):
         code, out, _ = procs.run([procs.runfile("router/router"), "--help"], timeout_s=30)
         self.assertEqual(code, 0)

@@ -20,31 +20,24 @@ namespace {
 // them: a binary linked against them carries their 4 KiB-aligned thread-local storage into every
 // thread, and the router (the same `epinfer` binary) crashed in its metrics server's threads.
 // Loading at run time also lets one build run on machines with and without CUDA.
+//
+// The functions the backend calls, by library (cudaMalloc apart: it has C++ template overloads,
+// so it is declared with its C signature).
+#define EPINFER_CUDART_FUNCTIONS(X)                                                           \
+  X(cudaGetDeviceCount) X(cudaGetErrorString) X(cudaSetDevice) X(cudaStreamCreateWithFlags) \
+  X(cudaStreamDestroy) X(cudaStreamQuery) X(cudaFree) X(cudaMemcpyAsync)
+#define EPINFER_NCCL_FUNCTIONS(X)                                                             \
+  X(ncclGetErrorString) X(ncclGetUniqueId) X(ncclCommInitRankConfig) X(ncclCommGetAsyncError) \
+  X(ncclCommFinalize) X(ncclCommDestroy) X(ncclCommAbort) X(ncclGroupStart) X(ncclGroupEnd)   \
+  X(ncclSend) X(ncclRecv)
+
 struct CudaApi {
   absl::Status status;  // why the libraries could not be loaded
-#define EPINFER_CUDA_FN(name) decltype(&::name) name = nullptr;
-  EPINFER_CUDA_FN(cudaGetDeviceCount)
-  EPINFER_CUDA_FN(cudaGetErrorString)
-  EPINFER_CUDA_FN(cudaSetDevice)
-  EPINFER_CUDA_FN(cudaStreamCreateWithFlags)
-  EPINFER_CUDA_FN(cudaStreamDestroy)
-  EPINFER_CUDA_FN(cudaStreamQuery)
-  // cudaMalloc has template overloads in C++: its C signature.
+#define EPINFER_DECLARE(name) decltype(&::name) name = nullptr;
+  EPINFER_CUDART_FUNCTIONS(EPINFER_DECLARE)
+  EPINFER_NCCL_FUNCTIONS(EPINFER_DECLARE)
+#undef EPINFER_DECLARE
   cudaError_t (*cudaMalloc)(void**, size_t) = nullptr;
-  EPINFER_CUDA_FN(cudaFree)
-  EPINFER_CUDA_FN(cudaMemcpyAsync)
-  EPINFER_CUDA_FN(ncclGetErrorString)
-  EPINFER_CUDA_FN(ncclGetUniqueId)
-  EPINFER_CUDA_FN(ncclCommInitRankConfig)
-  EPINFER_CUDA_FN(ncclCommGetAsyncError)
-  EPINFER_CUDA_FN(ncclCommFinalize)
-  EPINFER_CUDA_FN(ncclCommDestroy)
-  EPINFER_CUDA_FN(ncclCommAbort)
-  EPINFER_CUDA_FN(ncclGroupStart)
-  EPINFER_CUDA_FN(ncclGroupEnd)
-  EPINFER_CUDA_FN(ncclSend)
-  EPINFER_CUDA_FN(ncclRecv)
-#undef EPINFER_CUDA_FN
 };
 
 // The first of `names` that dlopen finds (LD_LIBRARY_PATH, the binary's run path, the system's).
@@ -72,28 +65,13 @@ const CudaApi& Cuda() {
       fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(handle, name));
       if (fn == nullptr) absl::StrAppend(&missing, missing.empty() ? "" : ", ", name);
     };
-#define EPINFER_BIND(lib, name) bind(lib, #name, api.name);
-    EPINFER_BIND(cudart, cudaGetDeviceCount)
-    EPINFER_BIND(cudart, cudaGetErrorString)
-    EPINFER_BIND(cudart, cudaSetDevice)
-    EPINFER_BIND(cudart, cudaStreamCreateWithFlags)
-    EPINFER_BIND(cudart, cudaStreamDestroy)
-    EPINFER_BIND(cudart, cudaStreamQuery)
-    EPINFER_BIND(cudart, cudaMalloc)
-    EPINFER_BIND(cudart, cudaFree)
-    EPINFER_BIND(cudart, cudaMemcpyAsync)
-    EPINFER_BIND(nccl, ncclGetErrorString)
-    EPINFER_BIND(nccl, ncclGetUniqueId)
-    EPINFER_BIND(nccl, ncclCommInitRankConfig)
-    EPINFER_BIND(nccl, ncclCommGetAsyncError)
-    EPINFER_BIND(nccl, ncclCommFinalize)
-    EPINFER_BIND(nccl, ncclCommDestroy)
-    EPINFER_BIND(nccl, ncclCommAbort)
-    EPINFER_BIND(nccl, ncclGroupStart)
-    EPINFER_BIND(nccl, ncclGroupEnd)
-    EPINFER_BIND(nccl, ncclSend)
-    EPINFER_BIND(nccl, ncclRecv)
-#undef EPINFER_BIND
+#define EPINFER_BIND_CUDART(name) bind(cudart, #name, api.name);
+#define EPINFER_BIND_NCCL(name) bind(nccl, #name, api.name);
+    EPINFER_CUDART_FUNCTIONS(EPINFER_BIND_CUDART)
+    EPINFER_NCCL_FUNCTIONS(EPINFER_BIND_NCCL)
+#undef EPINFER_BIND_CUDART
+#undef EPINFER_BIND_NCCL
+    bind(cudart, "cudaMalloc", api.cudaMalloc);
     if (!missing.empty()) {
       api.status =
           absl::UnavailableError(absl::StrCat("CUDA/NCCL libraries lack ", missing, " (too old?)"));

@@ -277,29 +277,11 @@ class UcxCommunicator : public Communicator {
         receiving[r] = true;
         --to_probe;
       }
-      // Completed requests are freed; a failed one fails the collective.
-      for (size_t i = 0; i < requests.size();) {
-        const ucs_status_t status = ucp_request_check_status(requests[i]);
-        if (status == UCS_INPROGRESS) {
-          ++i;
-          continue;
-        }
-        ucp_request_free(requests[i]);
-        requests[i] = requests.back();
-        requests.pop_back();
-        if (status != UCS_OK) {
-          return Fail(absl::Status(UcxStatus(status, what).code(),
-                                   absl::StrCat(what, " #", seq, ": ", ucs_status_string(status))),
-                      requests);
-        }
+      if (absl::Status status = Reap(requests, what, seq); !status.ok()) {
+        return Fail(status, requests);
       }
       if (to_probe == 0 && requests.empty()) return absl::OkStatus();
-      if (const int peer = failed_peer_.load(); peer >= 0) {
-        return Fail(absl::UnavailableError(absl::StrCat(what, " #", seq, ": rank ", peer,
-                                                        " failed (",
-                                                        ucs_status_string(failure_status_), ")")),
-                    requests);
-      }
+      if (failed_peer_.load() >= 0) return Fail(PeerFailure(what, seq), requests);
       if (absl::Now() >= deadline) {
         std::string missing;
         for (int r = 0; r < size_; ++r) {
@@ -315,6 +297,37 @@ class UcxCommunicator : public Communicator {
       idle = progressed ? 0 : idle + 1;
       if (idle > 2000) std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
+  }
+
+  // Frees the completed requests of `pending`; the first that failed, as the error of
+  // collective `what` #seq (on `lane`, where one is named).
+  static absl::Status Reap(std::vector<void*>& pending, const char* what, uint64_t seq,
+                           int lane = -1) {
+    absl::Status failed;
+    for (size_t i = 0; i < pending.size();) {
+      const ucs_status_t status = ucp_request_check_status(pending[i]);
+      if (status == UCS_INPROGRESS) {
+        ++i;
+        continue;
+      }
+      ucp_request_free(pending[i]);
+      pending[i] = pending.back();
+      pending.pop_back();
+      if (status != UCS_OK && failed.ok()) {
+        failed = absl::Status(
+            UcxStatus(status, what).code(),
+            absl::StrCat(what, " #", seq, lane >= 0 ? absl::StrCat(" lane ", lane) : std::string(),
+                         ": ", ucs_status_string(status)));
+      }
+    }
+    return failed;
+  }
+
+  // The error of a collective that a peer's failure ended.
+  absl::Status PeerFailure(const char* what, uint64_t seq) const {
+    return absl::UnavailableError(absl::StrCat(what, " #", seq, ": rank ", failed_peer_.load(),
+                                               " failed (", ucs_status_string(failure_status_),
+                                               ")"));
   }
 
   // Cancels what is in flight and marks the communicator broken: after a failed collective the
@@ -389,11 +402,8 @@ class UcxCommunicator : public Communicator {
     }
     // The first real error, not the CANCELLED of the lanes that stopped because of it.
     for (const absl::Status& result : results) {
-      if (!result.ok() && result.code() != absl::StatusCode::kCancelled) broken_ = result;
-    }
-    if (broken_.ok()) {
-      for (const absl::Status& result : results) {
-        if (!result.ok()) broken_ = result;
+      if (!result.ok() && (broken_.ok() || broken_.code() == absl::StatusCode::kCancelled)) {
+        broken_ = result;
       }
     }
     return broken_;
@@ -439,29 +449,12 @@ class UcxCommunicator : public Communicator {
       bool done = true;
       for (size_t i = 0; i < mine.size() && failed.ok(); ++i) {
         progressed += ucp_worker_progress(lanes_[mine[i]].worker);
-        std::vector<void*>& pending = requests[i];
-        for (size_t k = 0; k < pending.size();) {
-          const ucs_status_t status = ucp_request_check_status(pending[k]);
-          if (status == UCS_INPROGRESS) {
-            ++k;
-            continue;
-          }
-          ucp_request_free(pending[k]);
-          pending[k] = pending.back();
-          pending.pop_back();
-          if (status != UCS_OK) {
-            failed = absl::Status(UcxStatus(status, "AllToAllV").code(),
-                                  absl::StrCat("AllToAllV #", seq, " lane ", mine[i], ": ",
-                                               ucs_status_string(status)));
-          }
-        }
-        done = done && pending.empty();
+        failed = Reap(requests[i], "AllToAllV", seq, static_cast<int>(mine[i]));
+        done = done && requests[i].empty();
       }
       if (!failed.ok() || done) break;
-      if (const int peer = failed_peer_.load(); peer >= 0) {
-        failed = absl::UnavailableError(absl::StrCat("AllToAllV #", seq, ": rank ", peer,
-                                                     " failed (",
-                                                     ucs_status_string(failure_status_), ")"));
+      if (failed_peer_.load() >= 0) {
+        failed = PeerFailure("AllToAllV", seq);
       } else if (absl::Now() >= deadline) {
         failed = absl::DeadlineExceededError(
             absl::StrCat("AllToAllV #", seq, ": deadline passed with transfers in flight"));

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <new>
+#include <type_traits>
 #include <vector>
 
 #include "worker/kernels/simd_fp8.h"
@@ -445,17 +446,6 @@ EPINFER_TARGET_AVX512 void PanelKernel(const uint32_t* panel, const float* x, in
   }
 }
 
-// PanelKernel<t> for a run-time t ≤ T.
-template <int T>
-EPINFER_TARGET_AVX512 void PanelTokens(const uint32_t* panel, const float* x, int64_t ldx,
-                                       int64_t cols, float* y, int64_t ldy, int64_t rows,
-                                       int64_t t) {
-  if constexpr (T > 0) {
-    if (t == T) return PanelKernel<T>(panel, x, ldx, cols, y, ldy, rows);
-    return PanelTokens<T - 1>(panel, x, ldx, cols, y, ldy, rows, t);
-  }
-}
-
 // FP8 panels: each 64 bytes hold two columns k, k + 1 of the panel's 32 rows, placed so that
 // LutConvert64 yields [k: rows 0-15], [k: rows 16-31], [k+1: rows 0-15], [k+1: rows 16-31]
 // (byte kLutOrder[16 v + i] is lane i of vector v). An odd last column pairs with zeros.
@@ -466,9 +456,10 @@ constexpr int Fp8PanelByte(int i, int half) { return kLutOrder[16 * (2 * half + 
 
 template <int T>
 EPINFER_TARGET_AVX512VBMI void PanelKernelFp8(const uint8_t* panel, const float* x, int64_t ldx,
-                                              int64_t cols, const float* scales,
-                                              const LutRegisters& lut, float* y, int64_t ldy,
-                                              int64_t rows) {
+                                              int64_t cols, const float* scales, float* y,
+                                              int64_t ldy, int64_t rows) {
+  // The tables in registers of this function, not read through a reference in the loop.
+  const LutRegisters lut = LoadLut(Fp8LookupTables());
   // Columns k and k + 1 add into separate accumulators up to 4 tokens, where there are few
   // enough of them that two dependent FMAs per step would otherwise set the pace (FMA latency);
   // the pairs join at the end.
@@ -525,57 +516,60 @@ EPINFER_TARGET_AVX512VBMI void PanelKernelFp8(const uint8_t* panel, const float*
   }
 }
 
-template <int T>
-EPINFER_TARGET_AVX512VBMI void PanelTokensFp8(const uint8_t* panel, const float* x, int64_t ldx,
-                                              int64_t cols, const float* scales,
-                                              const LutRegisters& lut, float* y, int64_t ldy,
-                                              int64_t rows, int64_t t) {
-  if constexpr (T > 0) {
-    if (t == T) return PanelKernelFp8<T>(panel, x, ldx, cols, scales, lut, y, ldy, rows);
-    return PanelTokensFp8<T - 1>(panel, x, ldx, cols, scales, lut, y, ldy, rows, t);
-  }
-}
-
 // Bytes of one panel of w in PackPanels' layout.
 int64_t PanelBytes(const LinearWeight& w) {
   return w.dtype == DType::kF8E4M3 ? kPanelRows * (w.cols + w.cols % 2) : kPanelRows * w.cols * 2;
 }
 
-// Rows [r0, r1) of y[n, w.rows] = x · Wᵀ from w.panels; r0 on a panel boundary. Token groups
-// outermost: each group of x stays in L2 while the panels stream past it.
-EPINFER_TARGET_AVX512 void PanelRowsBf16(const float* x, int64_t n, const LinearWeight& w,
-                                         float* y, int64_t r0, int64_t r1) {
-  const auto* panels = static_cast<const uint8_t*>(w.panels);
-  for (int64_t t0 = 0; t0 < n; t0 += kPanelTokenGroup) {
-    const int64_t t1 = std::min(n, t0 + kPanelTokenGroup);
-    for (int64_t r = r0; r < r1; r += kPanelRows) {
-      const auto* panel =
-          reinterpret_cast<const uint32_t*>(panels + (r / kPanelRows) * PanelBytes(w));
-      const int64_t rows = std::min(kPanelRows, r1 - r);
-      for (int64_t t = t0; t < t1; t += kPanelTokens) {
-        PanelTokens<kPanelTokens>(panel, x + t * w.cols, w.cols, w.cols, y + t * w.rows + r,
-                                  w.rows, rows, std::min<int64_t>(kPanelTokens, t1 - t));
-      }
-    }
+// f(std::integral_constant<int, t>) for a run-time 1 ≤ t ≤ T: the panel kernels take their
+// token count as a template argument.
+template <int T, class F>
+void WithTokens(int64_t t, const F& f) {
+  if constexpr (T > 0) {
+    if (t == T) return f(std::integral_constant<int, T>{});
+    return WithTokens<T - 1>(t, f);
   }
 }
 
-EPINFER_TARGET_AVX512VBMI void PanelRowsFp8(const float* x, int64_t n, const LinearWeight& w,
-                                            float* y, int64_t r0, int64_t r1) {
-  const LutRegisters lut = LoadLut(Fp8LookupTables());
+// The panel blocks of rows [r0, r1) of y[n, w.rows] = x · Wᵀ, r0 on a panel boundary:
+// block(panel, t, count, r, rows) multiplies panel rows [r, r + rows) by tokens [t, t + count),
+// count ≤ kTokens. Token groups outermost: each group of x stays in L2 while the panels stream
+// past it.
+template <int kTokens, class Block>
+void ForEachPanelBlock(int64_t n, const LinearWeight& w, int64_t r0, int64_t r1,
+                       const Block& block) {
   const auto* panels = static_cast<const uint8_t*>(w.panels);
   for (int64_t t0 = 0; t0 < n; t0 += kPanelTokenGroup) {
     const int64_t t1 = std::min(n, t0 + kPanelTokenGroup);
     for (int64_t r = r0; r < r1; r += kPanelRows) {
       const uint8_t* panel = panels + (r / kPanelRows) * PanelBytes(w);
-      const int64_t rows = std::min(kPanelRows, r1 - r);
-      for (int64_t t = t0; t < t1; t += kFp8PanelTokens) {
-        PanelTokensFp8<kFp8PanelTokens>(panel, x + t * w.cols, w.cols, w.cols, ScaleRow(w, r),
-                                        lut, y + t * w.rows + r, w.rows, rows,
-                                        std::min<int64_t>(kFp8PanelTokens, t1 - t));
+      for (int64_t t = t0; t < t1; t += kTokens) {
+        block(panel, t, std::min<int64_t>(kTokens, t1 - t), r, std::min(kPanelRows, r1 - r));
       }
     }
   }
+}
+
+void PanelRowsBf16(const float* x, int64_t n, const LinearWeight& w, float* y, int64_t r0,
+                   int64_t r1) {
+  ForEachPanelBlock<kPanelTokens>(
+      n, w, r0, r1, [&](const uint8_t* panel, int64_t t, int64_t count, int64_t r, int64_t rows) {
+        WithTokens<kPanelTokens>(count, [&](auto tokens) {
+          PanelKernel<tokens()>(reinterpret_cast<const uint32_t*>(panel), x + t * w.cols, w.cols,
+                                w.cols, y + t * w.rows + r, w.rows, rows);
+        });
+      });
+}
+
+void PanelRowsFp8(const float* x, int64_t n, const LinearWeight& w, float* y, int64_t r0,
+                  int64_t r1) {
+  ForEachPanelBlock<kFp8PanelTokens>(
+      n, w, r0, r1, [&](const uint8_t* panel, int64_t t, int64_t count, int64_t r, int64_t rows) {
+        WithTokens<kFp8PanelTokens>(count, [&](auto tokens) {
+          PanelKernelFp8<tokens()>(panel, x + t * w.cols, w.cols, w.cols, ScaleRow(w, r),
+                                   y + t * w.rows + r, w.rows, rows);
+        });
+      });
 }
 
 // Whether the panel kernels can run w on this CPU now.

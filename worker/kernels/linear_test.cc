@@ -124,6 +124,22 @@ std::vector<float> RandomVector(int64_t count, uint32_t seed) {
   return v;
 }
 
+// y [n, w.rows] = x · Wᵀ for w, rows [first_row, first_row + w.rows) of s: each output within
+// 1e-5 × (|want| + 10) of the double-precision product of the decoded weights.
+void ExpectProduct(const Stored& s, const LinearWeight& w, int64_t first_row,
+                   const std::vector<float>& x, int64_t n, const std::vector<float>& y) {
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t r = 0; r < w.rows; ++r) {
+      double want = 0;
+      for (int64_t k = 0; k < w.cols; ++k) {
+        want += s.dense[(first_row + r) * w.cols + k] * x[t * w.cols + k];
+      }
+      ASSERT_NEAR(y[t * w.rows + r], want, 1e-5 * (std::fabs(want) + 10))
+          << "token " << t << " row " << r;
+    }
+  }
+}
+
 class SimdTest : public ::testing::TestWithParam<const char*> {
  protected:
   void SetUp() override {
@@ -162,13 +178,7 @@ TEST_P(SimdTest, RowViewsOfFp8WeightsUseTheirOwnScaleRows) {
     const std::vector<float> x = RandomVector(n * 260, 1);
     std::vector<float> y(static_cast<size_t>(n * view.rows));
     MatMul(x.data(), n, view, y.data());
-    for (int64_t t = 0; t < n; ++t) {
-      for (int64_t r = 0; r < view.rows; ++r) {
-        double want = 0;
-        for (int64_t c = 0; c < 260; ++c) want += s.dense[(100 + r) * 260 + c] * x[t * 260 + c];
-        ASSERT_NEAR(y[t * view.rows + r], want, 1e-5 * (std::fabs(want) + 10)) << r;
-      }
-    }
+    ExpectProduct(s, view, 100, x, n, y);
   }
   const std::vector<float> xt = RandomVector(2 * view.rows, 2);
   std::vector<float> yt(static_cast<size_t>(2 * 260));
@@ -196,19 +206,9 @@ TEST_P(SimdTest, BatchedProductsEqualTheirReferences) {
                             {xb.data(), 5, &b.w, yb.data()},
                             {xc.data(), 20, &c.w, yc.data()}};
   MatMulBatch(jobs);
-  auto check = [](const Stored& s, const std::vector<float>& x, int64_t n,
-                  const std::vector<float>& y) {
-    for (int64_t t = 0; t < n; ++t) {
-      for (int64_t r = 0; r < s.w.rows; ++r) {
-        double want = 0;
-        for (int64_t k = 0; k < s.w.cols; ++k) want += s.dense[r * s.w.cols + k] * x[t * s.w.cols + k];
-        ASSERT_NEAR(y[t * s.w.rows + r], want, 1e-5 * (std::fabs(want) + 10)) << r;
-      }
-    }
-  };
-  check(a, xa, 2, ya);
-  check(b, xb, 5, yb);
-  check(c, xc, 20, yc);
+  ExpectProduct(a, a.w, 0, xa, 2, ya);
+  ExpectProduct(b, b.w, 0, xb, 5, yb);
+  ExpectProduct(c, c.w, 0, xc, 20, yc);
 }
 
 // Packed BF16 and FP8 weights in every place a weight goes: row views on and off a panel boundary (off
@@ -224,19 +224,6 @@ TEST_P(SimdTest, PackedPanelsGiveTheSameProductsEverywhere) {
     PackPanels(&s.w, &packed);
     EXPECT_EQ(s.w.panels != nullptr, ActiveSimd() >= (dtype == DType::kBF16 ? Simd::kAvx512
                                                                              : Simd::kAvx512Vbmi));
-    auto check = [](const Stored& s, const LinearWeight& w, int64_t first_row,
-                    const std::vector<float>& x, int64_t n, const std::vector<float>& y) {
-      for (int64_t t = 0; t < n; ++t) {
-        for (int64_t r = 0; r < w.rows; ++r) {
-          double want = 0;
-          for (int64_t k = 0; k < w.cols; ++k) {
-            want += s.dense[(first_row + r) * w.cols + k] * x[t * w.cols + k];
-          }
-          ASSERT_NEAR(y[t * w.rows + r], want, 1e-5 * (std::fabs(want) + 10))
-              << "token " << t << " row " << r;
-        }
-      }
-    };
     for (auto [begin, end] : {std::pair<int64_t, int64_t>{64, 150}, {32, 64}, {10, 100}}) {
       const LinearWeight view = s.w.Rows(begin, end);
       EXPECT_EQ(view.panels != nullptr, s.w.panels != nullptr && begin % kPanelRows == 0);
@@ -244,7 +231,7 @@ TEST_P(SimdTest, PackedPanelsGiveTheSameProductsEverywhere) {
         const std::vector<float> x = RandomVector(n * 270, 7);
         std::vector<float> y(static_cast<size_t>(n * view.rows));
         MatMul(x.data(), n, view, y.data());
-        check(s, view, begin, x, n, y);
+        ExpectProduct(s, view, begin, x, n, y);
       }
     }
     const std::vector<float> xa = RandomVector(3 * 270, 8), xb = RandomVector(14 * 270, 9),
@@ -254,9 +241,9 @@ TEST_P(SimdTest, PackedPanelsGiveTheSameProductsEverywhere) {
                               {xb.data(), 14, &s.w, yb.data()},
                               {xc.data(), 2, &other.w, yc.data()}};
     MatMulBatch(jobs);
-    check(s, s.w, 0, xa, 3, ya);
-    check(s, s.w, 0, xb, 14, yb);
-    check(other, other.w, 0, xc, 2, yc);
+    ExpectProduct(s, s.w, 0, xa, 3, ya);
+    ExpectProduct(s, s.w, 0, xb, 14, yb);
+    ExpectProduct(other, other.w, 0, xc, 2, yc);
     const std::vector<float> xt = RandomVector(2 * 150, 11);
     std::vector<float> yt(static_cast<size_t>(2 * 270));
     MatMulTransposed(xt.data(), 2, s.w, yt.data());
