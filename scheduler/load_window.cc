@@ -37,6 +37,7 @@ LoadSnapshot LoadWindow::Snapshot(absl::Time now) {
     s.placement_version = std::max(s.placement_version, e.report.placement_version());
   }
   std::map<uint32_t, std::pair<double, double>> timing;  // rank → (tokens, compute seconds)
+  std::map<uint32_t, double> steps_at_version;           // rank → steps its reports cover
   for (const Entry& e : entries_) {
     const v1::TelemetryReport& r = e.report;
     ++s.reports;
@@ -51,6 +52,7 @@ LoadSnapshot LoadWindow::Snapshot(absl::Time now) {
       }
     }
     if (r.placement_version() == s.placement_version) {
+      steps_at_version[r.rank()] += static_cast<double>(r.end_step() - r.first_step());
       for (const v1::LayerSlotLoad& layer : r.slot_load()) {
         double rows = 0;
         for (uint64_t n : layer.tokens_per_slot()) rows += static_cast<double>(n);
@@ -65,6 +67,10 @@ LoadSnapshot LoadWindow::Snapshot(absl::Time now) {
   for (const auto& [rank, t] : timing) {
     if (t.second > 0 && t.first > 0) s.rank_tokens_per_second[rank] = t.first / t.second;
   }
+  for (auto& [layer, per_rank] : s.rank_load) {
+    for (auto& [rank, rows] : per_rank) rows /= std::max(1.0, steps_at_version[rank]);
+  }
+  s.ranks_at_version = static_cast<int>(steps_at_version.size());
   return s;
 }
 

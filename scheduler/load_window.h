@@ -19,8 +19,13 @@ struct LoadSnapshot {
   // [layer] → tokens routed to each logical expert (all ranks, all placement versions: routing
   // does not depend on where experts live).
   std::map<uint32_t, std::vector<double>> expert_load;
-  // [layer] → rows each rank's experts computed, under `placement_version` only.
+  // [layer] → rows per step each rank's experts computed, under `placement_version` only. Per
+  // step: ranks' reports in the window cover different step ranges (one may have sent three
+  // since a switch, another one), and per-step rates compare them.
   std::map<uint32_t, std::map<uint32_t, double>> rank_load;
+  // Ranks with a report under `placement_version` in the window: fewer than the group right
+  // after a switch, when rank_load describes only part of it.
+  int ranks_at_version = 0;
   // rank → tokens computed per second of compute (step time minus collective waits).
   std::map<uint32_t, double> rank_tokens_per_second;
   std::map<uint32_t, uint64_t> rank_placement_version;  // each rank's newest report

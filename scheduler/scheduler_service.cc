@@ -26,6 +26,7 @@ grpc::Status SchedulerService::GetLoad(grpc::ServerContext*, const v1::GetLoadRe
   const LoadSnapshot s = window_.Snapshot(absl::Now());
   response->set_window_reports(static_cast<uint64_t>(s.reports));
   response->set_placement_version(s.placement_version);
+  response->set_ranks_reporting(static_cast<uint32_t>(s.ranks_at_version));
   int ranks = 0;
   for (const auto& [rank, version] : s.rank_placement_version) {
     ranks = std::max(ranks, static_cast<int>(rank) + 1);

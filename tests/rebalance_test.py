@@ -99,13 +99,22 @@ class RebalanceTest(unittest.TestCase):
                 for w in self.workers]
 
     def wait_load(self, predicate, timeout_s=60):
+        """The scheduler's load once it satisfies `predicate` and has settled: the same over two
+        reads a second (over three telemetry intervals) apart, so that every rank's reports of
+        the traffic so far are in the window, not only the first ones to arrive."""
         deadline = time.monotonic() + timeout_s
+        previous = None
         while time.monotonic() < deadline:
             load = client.scheduler_load(self.scheduler_address)
-            if predicate(load):
+            if not predicate(load):
+                previous = None
+            elif previous is not None and (load.imbalance, load.placement_version) == (
+                    previous.imbalance, previous.placement_version):
                 return load
-            time.sleep(0.3)
-        self.fail("scheduler load never satisfied the condition: %s" % load)
+            else:
+                previous = load
+            time.sleep(1.0)
+        self.fail("scheduler load never settled on the condition: %s" % load)
 
     def run_skewed(self, rounds, results, errors, prompts):
         def one(prompt):
@@ -126,7 +135,7 @@ class RebalanceTest(unittest.TestCase):
         self.assertEqual(set(self.placement_versions()), {1})
         results, errors = [], []
         self.run_skewed(3, results, errors, prompts)
-        before = self.wait_load(lambda l: l.window_reports > 0 and l.imbalance > 1.0)
+        before = self.wait_load(lambda l: l.ranks_reporting == WORKERS and l.imbalance > 1.0)
         # Now let the scheduler act (same address, so the workers' telemetry reconnects), and
         # keep traffic flowing while it proposes and the ranks switch.
         port = int(self.scheduler_address.rsplit(":", 1)[1])
@@ -139,7 +148,10 @@ class RebalanceTest(unittest.TestCase):
         self.assertEqual(len(set(self.placement_versions())), 1)
         self.run_skewed(3, results, errors, prompts)
         version = min(self.placement_versions())
-        after = self.wait_load(lambda l: l.placement_version >= version and l.window_reports > 0)
+        # Every rank reporting under the new placement: right after the switch the window holds
+        # some ranks' reports only, and their imbalance describes part of the group.
+        after = self.wait_load(lambda l: l.placement_version >= version and
+                               l.ranks_reporting == WORKERS)
         self.assertEqual(errors, [])
         for prompt, ids in results:
             self.assertEqual(ids, expected[prompt])
