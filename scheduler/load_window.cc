@@ -14,6 +14,22 @@ double Imbalance(const std::map<uint32_t, double>& per_rank, int num_ranks) {
   return total > 0 ? max / (total / num_ranks) : 1.0;
 }
 
+double StepImbalance(const std::map<uint32_t, std::map<uint32_t, double>>& rank_load,
+                     int num_ranks) {
+  if (num_ranks <= 0) return 1.0;
+  double max_sum = 0, mean_sum = 0;
+  for (const auto& [layer, per_rank] : rank_load) {
+    double total = 0, max = 0;
+    for (const auto& [rank, load] : per_rank) {
+      total += load;
+      max = std::max(max, load);
+    }
+    max_sum += max;
+    mean_sum += total / num_ranks;
+  }
+  return mean_sum > 0 ? max_sum / mean_sum : 1.0;
+}
+
 void LoadWindow::Add(const v1::TelemetryReport& report, absl::Time now) {
   absl::MutexLock lock(&mu_);
   entries_.push_back({now, report});

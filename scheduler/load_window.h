@@ -35,6 +35,12 @@ struct LoadSnapshot {
 // max / mean over ranks of one layer's load; 1.0 when balanced (or no load).
 double Imbalance(const std::map<uint32_t, double>& per_rank, int num_ranks);
 
+// Over all layers, what a step waits for: Σ over layers of the most loaded rank's load / Σ of the
+// mean load. Every layer waits for its own slowest rank, so loads summed over layers per rank
+// would hide a layer whose hot rank differs from the next layer's.
+double StepImbalance(const std::map<uint32_t, std::map<uint32_t, double>>& rank_load,
+                     int num_ranks);
+
 // Telemetry reports of every rank over the last `window`. Thread-safe.
 class LoadWindow {
  public:

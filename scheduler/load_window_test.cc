@@ -36,5 +36,15 @@ TEST(LoadWindowTest, RankLoadsAreRatesPerStepOfTheRanksReportingTheNewestPlaceme
   EXPECT_DOUBLE_EQ(s.rank_load.at(1).at(1), 10.0);
 }
 
+// Layer 1's hot rank is 0, layer 2's is 1: summed per rank the load looks even, but every step
+// waits 30 rows' worth in each layer where the mean is 20 (the reference: 60 / 40).
+TEST(LoadWindowTest, StepImbalanceCountsEachLayersSlowestRank) {
+  const std::map<uint32_t, std::map<uint32_t, double>> load = {{1, {{0, 30}, {1, 10}}},
+                                                               {2, {{0, 10}, {1, 30}}}};
+  EXPECT_DOUBLE_EQ(StepImbalance(load, 2), 60.0 / 40.0);
+  EXPECT_DOUBLE_EQ(StepImbalance({}, 2), 1.0);
+  EXPECT_DOUBLE_EQ(StepImbalance({{1, {{0, 5}}}}, 4), 5.0 / (5.0 / 4));
+}
+
 }  // namespace
 }  // namespace epinfer

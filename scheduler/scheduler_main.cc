@@ -44,7 +44,8 @@ struct SchedulerMetrics {
                             .Register(r)),
         imbalance(prometheus::BuildGauge()
                       .Name("epinfer_scheduler_imbalance")
-                      .Help("Over all MoE layers (rank loads summed): max / mean.")
+                      .Help("Over all MoE layers, what a step waits for: the sum over layers "
+                            "of the most loaded rank's load / the sum of the mean load.")
                       .Register(r)
                       .Add({})),
         rebalance_imbalance(prometheus::BuildGauge()
@@ -128,12 +129,10 @@ class Balancer {
     metrics_.placement_version.Set(static_cast<double>(s.placement_version));
     int ranks = 0;
     for (const auto& [rank, v] : s.rank_placement_version) ranks = std::max(ranks, static_cast<int>(rank) + 1);
-    std::map<uint32_t, double> total;
     for (const auto& [layer, per_rank] : s.rank_load) {
       metrics_.layer_imbalance.Add({{"layer", std::to_string(layer)}}).Set(Imbalance(per_rank, ranks));
-      for (const auto& [rank, load] : per_rank) total[rank] += load;
     }
-    metrics_.imbalance.Set(Imbalance(total, ranks));
+    metrics_.imbalance.Set(StepImbalance(s.rank_load, ranks));
     if (absl::GetFlag(FLAGS_per_expert_metrics)) {
       for (const auto& [layer, loads] : s.expert_load) {
         for (size_t e = 0; e < loads.size(); ++e) {

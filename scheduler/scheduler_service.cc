@@ -31,14 +31,12 @@ grpc::Status SchedulerService::GetLoad(grpc::ServerContext*, const v1::GetLoadRe
   for (const auto& [rank, version] : s.rank_placement_version) {
     ranks = std::max(ranks, static_cast<int>(rank) + 1);
   }
-  std::map<uint32_t, double> total;
   for (const auto& [layer, per_rank] : s.rank_load) {
     v1::LayerImbalance* l = response->add_layers();
     l->set_layer(layer);
     l->set_imbalance(Imbalance(per_rank, ranks));
-    for (const auto& [rank, load] : per_rank) total[rank] += load;
   }
-  response->set_imbalance(Imbalance(total, ranks));
+  response->set_imbalance(StepImbalance(s.rank_load, ranks));
   return grpc::Status::OK;
 }
 
