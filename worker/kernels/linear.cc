@@ -464,33 +464,43 @@ EPINFER_TARGET_AVX512VBMI void PanelKernelFp8(const uint8_t* panel, const float*
   // enough of them that two dependent FMAs per step would otherwise set the pace (FMA latency);
   // the pairs join at the end.
   constexpr int kSplit = T <= 4 ? 2 : 1;
-  __m512 lo[kSplit][T], hi[kSplit][T];
-  for (int h = 0; h < kSplit; ++h) {
-    for (int t = 0; t < T; ++t) lo[h][t] = hi[h][t] = _mm512_setzero_ps();
+  // The block scale (k and k + 1 share a 128-column block) goes on whichever side costs fewer
+  // multiplies: up to 2 tokens, on each block's sums (kept apart from the running totals);
+  // beyond, on the four converted weight vectors of each column pair.
+  constexpr bool kScaleSums = T <= 2;
+  __m512 lo[kSplit][T], hi[kSplit][T], total_lo[T], total_hi[T];
+  for (int t = 0; t < T; ++t) {
+    total_lo[t] = total_hi[t] = _mm512_setzero_ps();
+    for (int h = 0; h < kSplit; ++h) lo[h][t] = hi[h][t] = _mm512_setzero_ps();
   }
   const int64_t pairs = cols / 2;
-  for (int64_t c = 0; c < pairs; ++c) {
-    const int64_t k = 2 * c;
-    _mm_prefetch(reinterpret_cast<const char*>(panel + 64 * c + kPrefetchBytes), _MM_HINT_T0);
-    __m512 wv[4];
-    LutConvert64(panel + 64 * c, lut, wv);
-    // The block scale (k and k + 1 share a block) goes on whichever side costs fewer
-    // multiplies: the four weight vectors, or 2 × T broadcast inputs.
-    const __m512 scale = _mm512_set1_ps(scales[k / kFp8BlockSize]);
-    if constexpr (T > 2) {
-      for (int v = 0; v < 4; ++v) wv[v] = _mm512_mul_ps(wv[v], scale);
-    }
-    for (int t = 0; t < T; ++t) {
-      __m512 x0 = _mm512_set1_ps(x[t * ldx + k]);
-      __m512 x1 = _mm512_set1_ps(x[t * ldx + k + 1]);
-      if constexpr (T <= 2) {
-        x0 = _mm512_mul_ps(x0, scale);
-        x1 = _mm512_mul_ps(x1, scale);
+  constexpr int64_t kBlockPairs = kFp8BlockSize / 2;
+  for (int64_t b0 = 0; b0 < pairs; b0 += kBlockPairs) {
+    const __m512 scale = _mm512_set1_ps(scales[2 * b0 / kFp8BlockSize]);
+    const int64_t b1 = std::min(pairs, b0 + kBlockPairs);
+    for (int64_t c = b0; c < b1; ++c) {
+      const int64_t k = 2 * c;
+      _mm_prefetch(reinterpret_cast<const char*>(panel + 64 * c + kPrefetchBytes), _MM_HINT_T0);
+      __m512 wv[4];
+      LutConvert64(panel + 64 * c, lut, wv);
+      if constexpr (!kScaleSums) {
+        for (int v = 0; v < 4; ++v) wv[v] = _mm512_mul_ps(wv[v], scale);
       }
-      lo[0][t] = _mm512_fmadd_ps(wv[0], x0, lo[0][t]);
-      hi[0][t] = _mm512_fmadd_ps(wv[1], x0, hi[0][t]);
-      lo[kSplit - 1][t] = _mm512_fmadd_ps(wv[2], x1, lo[kSplit - 1][t]);
-      hi[kSplit - 1][t] = _mm512_fmadd_ps(wv[3], x1, hi[kSplit - 1][t]);
+      for (int t = 0; t < T; ++t) {
+        const __m512 x0 = _mm512_set1_ps(x[t * ldx + k]);
+        const __m512 x1 = _mm512_set1_ps(x[t * ldx + k + 1]);
+        lo[0][t] = _mm512_fmadd_ps(wv[0], x0, lo[0][t]);
+        hi[0][t] = _mm512_fmadd_ps(wv[1], x0, hi[0][t]);
+        lo[kSplit - 1][t] = _mm512_fmadd_ps(wv[2], x1, lo[kSplit - 1][t]);
+        hi[kSplit - 1][t] = _mm512_fmadd_ps(wv[3], x1, hi[kSplit - 1][t]);
+      }
+    }
+    if constexpr (kScaleSums) {
+      for (int t = 0; t < T; ++t) {
+        total_lo[t] = _mm512_fmadd_ps(_mm512_add_ps(lo[0][t], lo[1][t]), scale, total_lo[t]);
+        total_hi[t] = _mm512_fmadd_ps(_mm512_add_ps(hi[0][t], hi[1][t]), scale, total_hi[t]);
+        lo[0][t] = lo[1][t] = hi[0][t] = hi[1][t] = _mm512_setzero_ps();
+      }
     }
   }
   if (cols % 2 != 0) {  // the last column, whose pair is padding
@@ -500,19 +510,21 @@ EPINFER_TARGET_AVX512VBMI void PanelKernelFp8(const uint8_t* panel, const float*
     const __m512 scale = _mm512_set1_ps(scales[k / kFp8BlockSize]);
     for (int t = 0; t < T; ++t) {
       const __m512 x0 = _mm512_mul_ps(_mm512_set1_ps(x[t * ldx + k]), scale);
-      lo[0][t] = _mm512_fmadd_ps(wv[0], x0, lo[0][t]);
-      hi[0][t] = _mm512_fmadd_ps(wv[1], x0, hi[0][t]);
+      total_lo[t] = _mm512_fmadd_ps(wv[0], x0, total_lo[t]);
+      total_hi[t] = _mm512_fmadd_ps(wv[1], x0, total_hi[t]);
     }
   }
   const __mmask16 lo_mask = Lanes16(std::min<int64_t>(rows, 16));
   const __mmask16 hi_mask = Lanes16(std::max<int64_t>(rows - 16, 0));
   for (int t = 0; t < T; ++t) {
-    if constexpr (kSplit == 2) {
-      lo[0][t] = _mm512_add_ps(lo[0][t], lo[1][t]);
-      hi[0][t] = _mm512_add_ps(hi[0][t], hi[1][t]);
+    if constexpr (!kScaleSums) {
+      for (int h = 0; h < kSplit; ++h) {
+        total_lo[t] = _mm512_add_ps(total_lo[t], lo[h][t]);
+        total_hi[t] = _mm512_add_ps(total_hi[t], hi[h][t]);
+      }
     }
-    _mm512_mask_storeu_ps(y + t * ldy, lo_mask, lo[0][t]);
-    _mm512_mask_storeu_ps(y + t * ldy + 16, hi_mask, hi[0][t]);
+    _mm512_mask_storeu_ps(y + t * ldy, lo_mask, total_lo[t]);
+    _mm512_mask_storeu_ps(y + t * ldy + 16, hi_mask, total_hi[t]);
   }
 }
 

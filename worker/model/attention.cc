@@ -77,42 +77,65 @@ struct AbsorbedToken {
 };
 
 // Absorbed form (DeepSeek-V3 model.py, attn_impl "absorb") for tokens of any sequences: per head
-// h, q_latent = q_nope · W_UK[h] puts the query in latent space (W_UK[h] = kv_b_proj rows of k_nope,
-// read in its stored dtype once per step for all tokens); scores against the cached latent and
-// rope key; the output leaves latent space through W_UV[h]. q: [T, heads, qk]; o: [T, heads, vd].
+// h, q_latent = q_nope · W_UK[h] puts the query in latent space; scores against the cached latent
+// and rope key; the output leaves latent space through W_UV[h]. Both per-head products run as one
+// MatMulBatch over all heads (W_UK[h] through its transposed copy), reading each weight once per
+// step in its stored dtype. q: [T, heads, qk]; o: [T, heads, vd].
 void AbsorbedAttention(const Dims& d, const LayerWeights& w, int64_t layer,
                        const std::vector<AbsorbedToken>& tokens, const float* q, KvCache& cache,
                        float* o) {
   const int64_t n = static_cast<int64_t>(tokens.size());
   const int64_t kv_row = d.nope + d.vd;
+  // Per head, its tokens' rows: q_nope [heads, n, nope] → q_latent [heads, n, kvl];
+  // o_latent [heads, n, kvl] → o_head [heads, n, vd].
+  std::vector<float> q_nope(static_cast<size_t>(d.heads * n * d.nope));
+  std::vector<float> q_latent(static_cast<size_t>(d.heads * n * d.kvl));
+  std::vector<float> o_latent(q_latent.size());
+  std::vector<float> o_head(static_cast<size_t>(d.heads * n * d.vd));
+  for (int64_t h = 0; h < d.heads; ++h) {
+    for (int64_t i = 0; i < n; ++i) {
+      const float* qh = q + (tokens[i].row * d.heads + h) * d.qk;
+      std::copy(qh, qh + d.nope, q_nope.data() + (h * n + i) * d.nope);
+    }
+  }
+  std::vector<LinearWeight> uv(static_cast<size_t>(d.heads));
+  std::vector<MatMulJob> jobs(static_cast<size_t>(d.heads));
+  if (!w.kv_b_uk_t.empty()) {
+    for (int64_t h = 0; h < d.heads; ++h) {
+      jobs[h] = {q_nope.data() + h * n * d.nope, n, &w.kv_b_uk_t[h],
+                 q_latent.data() + h * n * d.kvl};
+    }
+    MatMulBatch(jobs);
+  } else {
+#pragma omp parallel for schedule(static) if (ParallelWorthwhile(d.heads * n * d.nope * d.kvl))
+    for (int64_t h = 0; h < d.heads; ++h) {
+      MatMulTransposed(q_nope.data() + h * n * d.nope, n,
+                       w.kv_b_proj.Rows(h * kv_row, h * kv_row + d.nope),
+                       q_latent.data() + h * n * d.kvl);
+    }
+  }
   // Per token and head: [q_latent | q_pe], matching the cache's [latent | k_pe].
   std::vector<float> q_cat(static_cast<size_t>(n * d.heads * d.kvd));
-  std::vector<float> o_latent(static_cast<size_t>(n * d.heads * d.kvl));
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t h = 0; h < d.heads; ++h) {
+      float* qc = q_cat.data() + (i * d.heads + h) * d.kvd;
+      const float* ql = q_latent.data() + (h * n + i) * d.kvl;
+      std::copy(ql, ql + d.kvl, qc);
+      const float* q_pe = q + (tokens[i].row * d.heads + h) * d.qk + d.nope;
+      std::copy(q_pe, q_pe + d.rope, qc + d.kvl);
+    }
+  }
+  // Scores and the latent output for a group of heads of one token: two sgemm over the token's
+  // cached positions, gathered once per task.
+  const int64_t groups = (d.heads + kHeadGroup - 1) / kHeadGroup;
   int64_t max_keys = 0;
   for (const AbsorbedToken& t : tokens) max_keys = std::max(max_keys, t.position + 1);
-  const int64_t groups = (d.heads + kHeadGroup - 1) / kHeadGroup;
-#pragma omp parallel
+#pragma omp parallel if (ParallelWorthwhile(n * d.heads * max_keys * d.kvd))
   {
-    std::vector<float> x(static_cast<size_t>(n * std::max(d.nope, d.kvl)));
-    std::vector<float> y(static_cast<size_t>(n * std::max(d.kvl, d.vd)));
-    std::vector<float> context(static_cast<size_t>(max_keys * d.kvd));  // [keys, latent | k_pe]
-    std::vector<float> scores(static_cast<size_t>(kHeadGroup * max_keys));
-#pragma omp for schedule(static)
-    for (int64_t h = 0; h < d.heads; ++h) {
-      for (int64_t i = 0; i < n; ++i) {
-        const float* qh = q + (tokens[i].row * d.heads + h) * d.qk;
-        std::copy(qh, qh + d.nope, x.data() + i * d.nope);
-      }
-      MatMulTransposed(x.data(), n, w.kv_b_proj.Rows(h * kv_row, h * kv_row + d.nope), y.data());
-      for (int64_t i = 0; i < n; ++i) {
-        float* qc = q_cat.data() + (i * d.heads + h) * d.kvd;
-        std::copy(y.data() + i * d.kvl, y.data() + (i + 1) * d.kvl, qc);
-        const float* q_pe = q + (tokens[i].row * d.heads + h) * d.qk + d.nope;
-        std::copy(q_pe, q_pe + d.rope, qc + d.kvl);
-      }
-    }
-    // Scores and the latent output for a group of heads of one token: two sgemm over the
-    // token's cached positions, gathered once per task.
+    // Per-thread buffers kept across calls: fresh ones would be mapped and zeroed every layer.
+    thread_local std::vector<float> context, scores;  // [keys, latent | k_pe]; [group, keys]
+    context.resize(std::max(context.size(), static_cast<size_t>(max_keys * d.kvd)));
+    scores.resize(std::max(scores.size(), static_cast<size_t>(kHeadGroup * max_keys)));
 #pragma omp for schedule(dynamic)
     for (int64_t task = 0; task < n * groups; ++task) {
       const int64_t i = task / groups, h0 = task % groups * kHeadGroup;
@@ -126,20 +149,20 @@ void AbsorbedAttention(const Dims& d, const LayerWeights& w, int64_t layer,
       GemmF32(group, keys, d.kvd, d.scale, q_cat.data() + (i * d.heads + h0) * d.kvd, d.kvd,
               context.data(), d.kvd, /*b_transposed=*/true, scores.data(), keys);
       for (int64_t g = 0; g < group; ++g) Softmax(scores.data() + g * keys, keys);
+      // Head h0 + g's row of token i: o_latent[h0 + g, i], n rows apart.
       GemmF32(group, d.kvl, keys, 1.0f, scores.data(), keys, context.data(), d.kvd,
-              /*b_transposed=*/false, o_latent.data() + (i * d.heads + h0) * d.kvl, d.kvl);
+              /*b_transposed=*/false, o_latent.data() + (h0 * n + i) * d.kvl, n * d.kvl);
     }
-#pragma omp for schedule(static)
+  }
+  for (int64_t h = 0; h < d.heads; ++h) {
+    uv[h] = w.kv_b_proj.Rows(h * kv_row + d.nope, (h + 1) * kv_row);
+    jobs[h] = {o_latent.data() + h * n * d.kvl, n, &uv[h], o_head.data() + h * n * d.vd};
+  }
+  MatMulBatch(jobs);
+  for (int64_t i = 0; i < n; ++i) {
     for (int64_t h = 0; h < d.heads; ++h) {
-      for (int64_t i = 0; i < n; ++i) {
-        const float* ol = o_latent.data() + (i * d.heads + h) * d.kvl;
-        std::copy(ol, ol + d.kvl, x.data() + i * d.kvl);
-      }
-      MatMul(x.data(), n, w.kv_b_proj.Rows(h * kv_row + d.nope, (h + 1) * kv_row), y.data());
-      for (int64_t i = 0; i < n; ++i) {
-        std::copy(y.data() + i * d.vd, y.data() + (i + 1) * d.vd,
-                  o + (tokens[i].row * d.heads + h) * d.vd);
-      }
+      const float* oh = o_head.data() + (h * n + i) * d.vd;
+      std::copy(oh, oh + d.vd, o + (tokens[i].row * d.heads + h) * d.vd);
     }
   }
 }

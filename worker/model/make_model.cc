@@ -218,6 +218,8 @@ absl::StatusOr<std::string> PresetConfigJson(const MakeModelOptions& options) {
   }
   if (!options.q_lora || options.preset == "tiny-v2") c["q_lora_rank"] = nullptr;
   if (options.n_routed_experts > 0) c["n_routed_experts"] = options.n_routed_experts;
+  if (options.qk_nope_head_dim > 0) c["qk_nope_head_dim"] = options.qk_nope_head_dim;
+  if (options.v_head_dim > 0) c["v_head_dim"] = options.v_head_dim;
   if (options.dtype == DType::kF8E4M3) {
     c["quantization_config"] = {{"activation_scheme", "dynamic"},
                                 {"fmt", "e4m3"},

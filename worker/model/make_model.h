@@ -23,6 +23,8 @@ struct MakeModelOptions {
   bool q_lora = true;
   // Overrides of the preset (0: keep).
   int64_t n_routed_experts = 0;
+  int64_t qk_nope_head_dim = 0;
+  int64_t v_head_dim = 0;
 };
 
 // The preset's config.json text (Hugging Face DeepSeek-V3 layout).

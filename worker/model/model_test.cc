@@ -15,7 +15,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string MakeTiny(const std::string& name, DType dtype, int shards = 1) {
+std::string MakeTiny(const std::string& name, DType dtype, int shards = 1,
+                     int64_t head_dims = 0) {
   const char* base = std::getenv("TEST_TMPDIR");
   const std::string dir = (fs::path(base ? base : "/tmp") / name).string();
   fs::remove_all(dir);
@@ -25,6 +26,7 @@ std::string MakeTiny(const std::string& name, DType dtype, int shards = 1) {
   options.seed = 5;
   options.out_dir = dir;
   options.shards = shards;
+  options.qk_nope_head_dim = options.v_head_dim = head_dims;
   EXPECT_TRUE(MakeModel(options).ok());
   return dir;
 }
@@ -65,13 +67,28 @@ std::vector<int32_t> Prompt(int n) {
   return tokens;
 }
 
-TEST(DeepseekV3ModelTest, NaiveAndAbsorbedAttentionAgree) {
-  auto model = DeepseekV3Model::Load(MakeTiny("naive_absorbed", DType::kBF16));
+void ExpectNaiveAndAbsorbedAgree(const std::string& dir, bool transposed_uk) {
+  auto model = DeepseekV3Model::Load(dir);
   ASSERT_TRUE(model.ok()) << model.status();
+  // Whether the absorbed form reads W_UK through its transposed copy or kv_b_proj as stored.
+  EXPECT_EQ((*model)->weights().layers[0].kv_b_uk_t.empty(), !transposed_uk);
   const auto tokens = Prompt(20);
   auto naive = Prefill(**model, tokens, AttentionForm::kNaive);
   auto absorbed = Prefill(**model, tokens, AttentionForm::kAbsorbed);
   EXPECT_LE(MaxDiff(naive, absorbed), 1e-5f * MaxAbs(naive));
+}
+
+TEST(DeepseekV3ModelTest, NaiveAndAbsorbedAttentionAgree) {
+  ExpectNaiveAndAbsorbedAgree(MakeTiny("naive_absorbed_f32", DType::kF32), true);
+  ExpectNaiveAndAbsorbedAgree(MakeTiny("naive_absorbed_bf16", DType::kBF16), true);
+  ExpectNaiveAndAbsorbedAgree(MakeTiny("naive_absorbed_fp8", DType::kF8E4M3), true);
+}
+
+TEST(DeepseekV3ModelTest, AbsorbedAttentionWhereFp8HeadsStraddleScaleBlocks) {
+  // 48 + 48 rows per head of kv_b_proj: head 1's k_nope rows 96-143 cross the 128-row scale
+  // block, so no transposed FP8 copy with per-row scales exists; BF16 still gets one.
+  ExpectNaiveAndAbsorbedAgree(MakeTiny("straddle_fp8", DType::kF8E4M3, 1, 48), false);
+  ExpectNaiveAndAbsorbedAgree(MakeTiny("straddle_bf16", DType::kBF16, 1, 48), true);
 }
 
 TEST(DeepseekV3ModelTest, BatchedSequencesGetTheSameLogitsAsAlone) {

@@ -54,6 +54,48 @@ class WeightReader {
     return w;
   }
 
+  // Row groups [g · stride, g · stride + rows) of w transposed, one weight [w.cols, rows] per
+  // group (absorbed MLA's W_UK[h]ᵀ), in w's dtype and panel-packed. Empty for FP8 where a group
+  // straddles a scale block: the copy's scales must depend on its rows only.
+  std::vector<LinearWeight> TransposedGroups(const LinearWeight& w, int64_t groups, int64_t stride,
+                                             int64_t rows) {
+    std::vector<LinearWeight> out;
+    const bool fp8 = w.dtype == DType::kF8E4M3;
+    for (int64_t g = 0; g < groups && fp8; ++g) {
+      if ((g * stride) / kFp8BlockSize != (g * stride + rows - 1) / kFp8BlockSize) return out;
+    }
+    const int64_t size = DTypeSize(w.dtype);
+    const int64_t scale_rows = (w.cols + kFp8BlockSize - 1) / kFp8BlockSize;
+    for (int64_t g = 0; g < groups; ++g) {
+      std::vector<uint8_t>& bytes = weights_.owned.emplace_back(w.cols * rows * size);
+      const auto* src = static_cast<const uint8_t*>(w.data);
+      for (int64_t c = 0; c < w.cols; ++c) {
+        for (int64_t r = 0; r < rows; ++r) {
+          std::memcpy(bytes.data() + (c * rows + r) * size,
+                      src + ((g * stride + r) * w.cols + c) * size, size);
+        }
+      }
+      LinearWeight t;
+      t.dtype = w.dtype;
+      t.rows = w.cols;
+      t.cols = rows;
+      t.data = bytes.data();
+      if (fp8) {
+        // Row block b of the copy is column block b of the group's one row block.
+        std::vector<uint8_t>& scales = weights_.owned.emplace_back(scale_rows * sizeof(float));
+        const float* from = w.scale_inv + ((w.first_row + g * stride) / kFp8BlockSize) *
+                                              w.scale_cols();
+        std::memcpy(scales.data(), from, scale_rows * sizeof(float));
+        t.scale_inv = reinterpret_cast<const float*>(scales.data());
+      }
+      std::vector<uint8_t> packed;
+      PackPanels(&t, &packed);
+      if (t.panels != nullptr) weights_.owned.push_back(std::move(packed));
+      out.push_back(t);
+    }
+    return out;
+  }
+
   // A vector (norm weight, bias) of `size` values as f32.
   absl::StatusOr<std::vector<float>> Vector(const std::string& name, int64_t size) {
     ASSIGN_OR_RETURN(Checkpoint::Tensor t,
@@ -120,6 +162,8 @@ absl::StatusOr<ModelWeights> LoadWeights(const Checkpoint& checkpoint, const Mod
     ASSIGN_OR_RETURN(w.kv_b_proj,
                      read.Linear(name("self_attn.kv_b_proj"),
                                  heads * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank));
+    w.kv_b_uk_t = read.TransposedGroups(w.kv_b_proj, heads,
+                                        c.qk_nope_head_dim + c.v_head_dim, c.qk_nope_head_dim);
     ASSIGN_OR_RETURN(w.o_proj,
                      read.Linear(name("self_attn.o_proj"), hidden, heads * c.v_head_dim));
     if (!c.is_moe_layer(l)) {

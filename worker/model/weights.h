@@ -36,6 +36,12 @@ struct LayerWeights {
   // [num_attention_heads * (qk_nope_head_dim + v_head_dim), kv_lora_rank]; the absorbed
   // attention reads per-head row slices of it (LinearWeight::Rows) in the stored dtype.
   LinearWeight kv_b_proj;
+  // Per head h: W_UK[h]ᵀ [kv_lora_rank, qk_nope_head_dim], the k_nope rows of kv_b_proj
+  // transposed, in the same dtype (FP8 with its block scales) and panel-packed like the other
+  // products, so that the absorbed attention's q_nope · W_UK[h] is an ordinary MatMul. Empty
+  // where an FP8 head's rows straddle a 128-row scale block (no per-row scales could express
+  // it); the absorbed attention then reads kv_b_proj untransposed.
+  std::vector<LinearWeight> kv_b_uk_t;
   LinearWeight o_proj;                // [hidden_size, num_attention_heads * v_head_dim]
 
   // Dense layers (layer < first_k_dense_replace).
