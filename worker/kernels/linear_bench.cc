@@ -21,6 +21,9 @@ ABSL_FLAG(int64_t, cols, 1024, "Weight cols (in features).");
 ABSL_FLAG(int, threads, 1, "Kernel threads.");
 ABSL_FLAG(double, seconds, 1.0, "Time per measurement.");
 ABSL_FLAG(int, windows, 20, "Windows per measurement; the best counts.");
+ABSL_FLAG(int, copies, 1,
+          "Distinct copies of the weight, multiplied in turn: enough of them put the working set "
+          "beyond the caches, as a model's decode step does, and show each product's fixed cost.");
 ABSL_FLAG(bool, panels, true, "Pack the weight into panels (PackPanels), as the model loader does.");
 
 int main(int argc, char** argv) {
@@ -28,9 +31,10 @@ int main(int argc, char** argv) {
   using Clock = std::chrono::steady_clock;
   const int64_t rows = absl::GetFlag(FLAGS_rows), cols = absl::GetFlag(FLAGS_cols);
   if (rows < 1 || cols < 1 || absl::GetFlag(FLAGS_threads) < 0 ||
-      !(absl::GetFlag(FLAGS_seconds) > 0) || absl::GetFlag(FLAGS_windows) < 1) {
-    std::fprintf(stderr, "linear_bench: --rows, --cols, --windows >= 1, --threads >= 0, "
-                         "--seconds > 0\n");
+      !(absl::GetFlag(FLAGS_seconds) > 0) || absl::GetFlag(FLAGS_windows) < 1 ||
+      absl::GetFlag(FLAGS_copies) < 1) {
+    std::fprintf(stderr, "linear_bench: --rows, --cols, --windows, --copies >= 1, "
+                         "--threads >= 0, --seconds > 0\n");
     return 2;
   }
   epinfer::SetKernelThreads(absl::GetFlag(FLAGS_threads));
@@ -42,8 +46,14 @@ int main(int argc, char** argv) {
       return 2;
     }
     epinfer::RandomWeight w = epinfer::MakeRandomWeight(dtype, rows, cols, 7);
-    std::vector<uint8_t> packed;
-    if (absl::GetFlag(FLAGS_panels)) epinfer::PackPanels(&w.w, &packed);
+    const int copies = absl::GetFlag(FLAGS_copies);
+    std::vector<std::vector<uint8_t>> bytes(copies), packed(copies);
+    std::vector<epinfer::LinearWeight> weights(copies, w.w);
+    for (int i = 0; i < copies; ++i) {
+      bytes[i] = w.bytes;
+      weights[i].data = bytes[i].data();
+      if (absl::GetFlag(FLAGS_panels)) epinfer::PackPanels(&weights[i], &packed[i]);
+    }
     for (absl::string_view t : absl::StrSplit(absl::GetFlag(FLAGS_tokens), ',')) {
       int64_t n = 0;
       if (!absl::SimpleAtoi(t, &n) || n <= 0) {
@@ -52,7 +62,9 @@ int main(int argc, char** argv) {
         return 2;
       }
       std::vector<float> x(static_cast<size_t>(n * cols), 0.01f), y(static_cast<size_t>(n * rows));
-      epinfer::MatMul(x.data(), n, w.w, y.data());
+      for (const epinfer::LinearWeight& weight : weights) {
+        epinfer::MatMul(x.data(), n, weight, y.data());
+      }
       // The best of short windows: this machine's cores are shared, and a busy neighbour only
       // ever slows a window down.
       double best = 0;
@@ -62,7 +74,7 @@ int main(int argc, char** argv) {
         const auto start = Clock::now();
         double elapsed = 0;
         while (elapsed < absl::GetFlag(FLAGS_seconds) / windows) {
-          epinfer::MatMul(x.data(), n, w.w, y.data());
+          epinfer::MatMul(x.data(), n, weights[iterations % copies], y.data());
           ++iterations;
           elapsed = std::chrono::duration<double>(Clock::now() - start).count();
         }

@@ -76,93 +76,115 @@ struct AbsorbedToken {
   const KvBlockTable* kv;
 };
 
+// Where the absorbed form's queries come from: the step's finished queries q [T, heads, qk]
+// (rotated), or, for decode, the normalised q_a output qa [T, q_lora_rank] with the step's
+// rotation angles cos_sin [T, rope], so that each head group computes its own heads' rows of
+// q_b_proj inside its task.
+struct AbsorbedQueries {
+  const float* q = nullptr;
+  const float* qa = nullptr;
+  int64_t q_lora = 0;
+  const float* cos_sin = nullptr;
+};
+
 // Absorbed form (DeepSeek-V3 model.py, attn_impl "absorb") for tokens of any sequences: per head
 // h, q_latent = q_nope · W_UK[h] puts the query in latent space; scores against the cached latent
-// and rope key; the output leaves latent space through W_UV[h]. Both per-head products run as one
-// MatMulBatch over all heads (W_UK[h] through its transposed copy), reading each weight once per
-// step in its stored dtype. q: [T, heads, qk]; o: [T, heads, vd].
-void AbsorbedAttention(const Dims& d, const LayerWeights& w, int64_t layer,
-                       const std::vector<AbsorbedToken>& tokens, const float* q, KvCache& cache,
-                       float* o) {
+// and rope key; the output leaves latent space through W_UV[h]. Every step of it is per head, so
+// it runs as one parallel loop over groups of heads with no barrier inside: a task computes its
+// heads' queries (q_b_proj rows, rotation), their latent queries (W_UK[h] through its transposed
+// copy), scores and latent outputs for each token over the token's cache gathered once per task,
+// and its heads' outputs through W_UV[h]. Weights are read in their stored dtype, once per step.
+// o: [T, heads, vd].
+void AbsorbedAttention(const Dims& d, const LayerWeights& w, const Rope& rope, int64_t layer,
+                       const std::vector<AbsorbedToken>& tokens, const AbsorbedQueries& queries,
+                       KvCache& cache, float* o) {
   const int64_t n = static_cast<int64_t>(tokens.size());
   const int64_t kv_row = d.nope + d.vd;
-  // Per head, its tokens' rows: q_nope [heads, n, nope] → q_latent [heads, n, kvl];
-  // o_latent [heads, n, kvl] → o_head [heads, n, vd].
-  std::vector<float> q_nope(static_cast<size_t>(d.heads * n * d.nope));
-  std::vector<float> q_latent(static_cast<size_t>(d.heads * n * d.kvl));
-  std::vector<float> o_latent(q_latent.size());
-  std::vector<float> o_head(static_cast<size_t>(d.heads * n * d.vd));
-  for (int64_t h = 0; h < d.heads; ++h) {
-    for (int64_t i = 0; i < n; ++i) {
-      const float* qh = q + (tokens[i].row * d.heads + h) * d.qk;
-      std::copy(qh, qh + d.nope, q_nope.data() + (h * n + i) * d.nope);
-    }
-  }
-  std::vector<LinearWeight> uv(static_cast<size_t>(d.heads));
-  std::vector<MatMulJob> jobs(static_cast<size_t>(d.heads));
-  if (!w.kv_b_uk_t.empty()) {
-    for (int64_t h = 0; h < d.heads; ++h) {
-      jobs[h] = {q_nope.data() + h * n * d.nope, n, &w.kv_b_uk_t[h],
-                 q_latent.data() + h * n * d.kvl};
-    }
-    MatMulBatch(jobs);
-  } else {
-#pragma omp parallel for schedule(static) if (ParallelWorthwhile(d.heads * n * d.nope * d.kvl))
-    for (int64_t h = 0; h < d.heads; ++h) {
-      MatMulTransposed(q_nope.data() + h * n * d.nope, n,
-                       w.kv_b_proj.Rows(h * kv_row, h * kv_row + d.nope),
-                       q_latent.data() + h * n * d.kvl);
-    }
-  }
-  // Per token and head: [q_latent | q_pe], matching the cache's [latent | k_pe].
-  std::vector<float> q_cat(static_cast<size_t>(n * d.heads * d.kvd));
-  for (int64_t i = 0; i < n; ++i) {
-    for (int64_t h = 0; h < d.heads; ++h) {
-      float* qc = q_cat.data() + (i * d.heads + h) * d.kvd;
-      const float* ql = q_latent.data() + (h * n + i) * d.kvl;
-      std::copy(ql, ql + d.kvl, qc);
-      const float* q_pe = q + (tokens[i].row * d.heads + h) * d.qk + d.nope;
-      std::copy(q_pe, q_pe + d.rope, qc + d.kvl);
-    }
-  }
-  // Scores and the latent output for a group of heads of one token: two sgemm over the token's
-  // cached positions, gathered once per task.
-  const int64_t groups = (d.heads + kHeadGroup - 1) / kHeadGroup;
   int64_t max_keys = 0;
   for (const AbsorbedToken& t : tokens) max_keys = std::max(max_keys, t.position + 1);
-#pragma omp parallel if (ParallelWorthwhile(n * d.heads * max_keys * d.kvd))
-  {
+  // Two groups per thread, at most kHeadGroup heads each: the score products share a token's
+  // gathered cache across a group's heads, and two tasks per thread even out their pace.
+  const int64_t group = std::clamp<int64_t>(d.heads / (2 * KernelThreads()), 1, kHeadGroup);
+  const int64_t groups = (d.heads + group - 1) / group;
+  const bool parallel = ParallelWorthwhile(
+      n * d.heads * (d.qk * queries.q_lora + kv_row * d.kvl + 2 * max_keys * d.kvd));
+  // The normalised q_a rows of the absorbed tokens, where the tasks compute the queries.
+  std::vector<float> qa;
+  if (queries.qa != nullptr) {
+    qa.resize(static_cast<size_t>(n * queries.q_lora));
+    for (int64_t i = 0; i < n; ++i) {
+      const float* from = queries.qa + tokens[i].row * queries.q_lora;
+      std::copy(from, from + queries.q_lora, qa.data() + i * queries.q_lora);
+    }
+  }
+#pragma omp parallel for schedule(dynamic) if (parallel)
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t h0 = g * group, heads = std::min(group, d.heads - h0);
     // Per-thread buffers kept across calls: fresh ones would be mapped and zeroed every layer.
-    thread_local std::vector<float> context, scores;  // [keys, latent | k_pe]; [group, keys]
-    context.resize(std::max(context.size(), static_cast<size_t>(max_keys * d.kvd)));
-    scores.resize(std::max(scores.size(), static_cast<size_t>(kHeadGroup * max_keys)));
-#pragma omp for schedule(dynamic)
-    for (int64_t task = 0; task < n * groups; ++task) {
-      const int64_t i = task / groups, h0 = task % groups * kHeadGroup;
-      const int64_t group = std::min(kHeadGroup, d.heads - h0);
+    thread_local std::vector<float> q, x, y, q_cat, o_latent, context, scores;
+    auto sized = [](std::vector<float>& v, int64_t size) {
+      if (v.size() < static_cast<size_t>(size)) v.resize(static_cast<size_t>(size));
+      return v.data();
+    };
+    // This group's queries [n, heads, qk].
+    float* qg = sized(q, n * heads * d.qk);
+    if (queries.qa != nullptr) {
+      MatMul(qa.data(), n, w.q_b_proj.Rows(h0 * d.qk, (h0 + heads) * d.qk), qg);
+      for (int64_t i = 0; i < n; ++i) {
+        rope.Apply(queries.cos_sin + tokens[i].row * d.rope, qg + i * heads * d.qk + d.nope, heads,
+                   d.qk);
+      }
+    } else {
+      for (int64_t i = 0; i < n; ++i) {
+        const float* from = queries.q + (tokens[i].row * d.heads + h0) * d.qk;
+        std::copy(from, from + heads * d.qk, qg + i * heads * d.qk);
+      }
+    }
+    // [q_latent | q_pe] per token and head [n, heads, kvd], matching the cache's [latent | k_pe].
+    float* qc = sized(q_cat, n * heads * d.kvd);
+    float* xs = sized(x, n * std::max(d.nope, d.kvl));
+    float* ys = sized(y, n * std::max(d.kvl, d.vd));
+    for (int64_t h = 0; h < heads; ++h) {
+      for (int64_t i = 0; i < n; ++i) {
+        const float* qh = qg + (i * heads + h) * d.qk;
+        std::copy(qh, qh + d.nope, xs + i * d.nope);
+        std::copy(qh + d.nope, qh + d.qk, qc + (i * heads + h) * d.kvd + d.kvl);
+      }
+      if (!w.kv_b_uk_t.empty()) {
+        MatMul(xs, n, w.kv_b_uk_t[h0 + h], ys);
+      } else {
+        MatMulTransposed(xs, n, w.kv_b_proj.Rows((h0 + h) * kv_row, (h0 + h) * kv_row + d.nope),
+                         ys);
+      }
+      for (int64_t i = 0; i < n; ++i) {
+        std::copy(ys + i * d.kvl, ys + (i + 1) * d.kvl, qc + (i * heads + h) * d.kvd);
+      }
+    }
+    // Per token: scores and the latent output of the group's heads, two sgemm over the token's
+    // cached positions. o_latent [heads, n, kvl].
+    float* ctx = sized(context, max_keys * d.kvd);
+    float* sc = sized(scores, heads * max_keys);
+    float* ol = sized(o_latent, heads * n * d.kvl);
+    for (int64_t i = 0; i < n; ++i) {
       const AbsorbedToken& t = tokens[i];
       const int64_t keys = t.position + 1;
       for (int64_t p = 0; p < keys; ++p) {
         const float* cached = cache.At(*t.kv, layer, p);
-        std::copy(cached, cached + d.kvd, context.data() + p * d.kvd);
+        std::copy(cached, cached + d.kvd, ctx + p * d.kvd);
       }
-      GemmF32(group, keys, d.kvd, d.scale, q_cat.data() + (i * d.heads + h0) * d.kvd, d.kvd,
-              context.data(), d.kvd, /*b_transposed=*/true, scores.data(), keys);
-      for (int64_t g = 0; g < group; ++g) Softmax(scores.data() + g * keys, keys);
-      // Head h0 + g's row of token i: o_latent[h0 + g, i], n rows apart.
-      GemmF32(group, d.kvl, keys, 1.0f, scores.data(), keys, context.data(), d.kvd,
-              /*b_transposed=*/false, o_latent.data() + (h0 * n + i) * d.kvl, n * d.kvl);
+      GemmF32(heads, keys, d.kvd, d.scale, qc + i * heads * d.kvd, d.kvd, ctx, d.kvd,
+              /*b_transposed=*/true, sc, keys);
+      for (int64_t h = 0; h < heads; ++h) Softmax(sc + h * keys, keys);
+      GemmF32(heads, d.kvl, keys, 1.0f, sc, keys, ctx, d.kvd, /*b_transposed=*/false,
+              ol + i * d.kvl, n * d.kvl);
     }
-  }
-  for (int64_t h = 0; h < d.heads; ++h) {
-    uv[h] = w.kv_b_proj.Rows(h * kv_row + d.nope, (h + 1) * kv_row);
-    jobs[h] = {o_latent.data() + h * n * d.kvl, n, &uv[h], o_head.data() + h * n * d.vd};
-  }
-  MatMulBatch(jobs);
-  for (int64_t i = 0; i < n; ++i) {
-    for (int64_t h = 0; h < d.heads; ++h) {
-      const float* oh = o_head.data() + (h * n + i) * d.vd;
-      std::copy(oh, oh + d.vd, o + (tokens[i].row * d.heads + h) * d.vd);
+    // Out of latent space, head by head.
+    for (int64_t h = 0; h < heads; ++h) {
+      MatMul(ol + h * n * d.kvl, n,
+             w.kv_b_proj.Rows((h0 + h) * kv_row + d.nope, (h0 + h + 1) * kv_row), ys);
+      for (int64_t i = 0; i < n; ++i) {
+        std::copy(ys + i * d.vd, ys + (i + 1) * d.vd, o + (tokens[i].row * d.heads + h0 + h) * d.vd);
+      }
     }
   }
 }
@@ -182,22 +204,32 @@ void MlaAttention(const ModelConfig& c, const LayerWeights& w, const Rope& rope,
 
   // Queries: [T, heads, qk_nope | qk_rope].
   // Latent [kv_lora | k_pe] per token, computed beside the query's first projection.
-  std::vector<float> q(static_cast<size_t>(T * d.heads * d.qk));
+  // A step of decode tokens only (all absorbed) leaves q_b_proj to the absorbed form's head
+  // groups, which compute their own heads' queries.
+  bool all_absorbed = true;
+  for (const SequenceStep& s : batch) {
+    const bool absorb = form == AttentionForm::kAbsorbed ||
+                        (form == AttentionForm::kAuto && s.tokens.size() == 1);
+    all_absorbed = all_absorbed && (absorb || s.tokens.empty());
+  }
+  const bool queries_in_heads = c.q_lora_rank > 0 && all_absorbed;
+  std::vector<float> q(queries_in_heads ? 0 : static_cast<size_t>(T * d.heads * d.qk));
   std::vector<float> kv(static_cast<size_t>(T * d.kvd));
+  std::vector<float> qa;
   if (c.q_lora_rank > 0) {
-    std::vector<float> qa(static_cast<size_t>(T * c.q_lora_rank));
+    qa.resize(static_cast<size_t>(T * c.q_lora_rank));
     const MatMulJob first[] = {{h, T, &w.q_a_proj, qa.data()},
                                {h, T, &w.kv_a_proj_with_mqa, kv.data()}};
     MatMulBatch(first);
     RmsNorm(qa.data(), T, c.q_lora_rank, w.q_a_layernorm.data(), eps, qa.data());
-    MatMul(qa.data(), T, w.q_b_proj, q.data());
+    if (!queries_in_heads) MatMul(qa.data(), T, w.q_b_proj, q.data());
   } else {
     const MatMulJob first[] = {{h, T, &w.q_proj, q.data()},
                                {h, T, &w.kv_a_proj_with_mqa, kv.data()}};
     MatMulBatch(first);
   }
   // Normalise the latent, rotate the rope parts, cache both.
-  std::vector<float> cos_sin(static_cast<size_t>(d.rope));
+  std::vector<float> cos_sin(static_cast<size_t>(T * d.rope));
   std::vector<AbsorbedToken> absorbed;
   {
     int64_t t = 0;
@@ -207,10 +239,13 @@ void MlaAttention(const ModelConfig& c, const LayerWeights& w, const Rope& rope,
           form == AttentionForm::kAbsorbed || (form == AttentionForm::kAuto && len == 1);
       for (int64_t i = 0; i < len; ++i, ++t) {
         float* kv_t = kv.data() + t * d.kvd;
+        float* angles = cos_sin.data() + t * d.rope;
         RmsNorm(kv_t, 1, d.kvl, w.kv_a_layernorm.data(), eps, kv_t);
-        rope.Angles(positions[t], cos_sin.data());
-        rope.Apply(cos_sin.data(), kv_t + d.kvl, 1, d.rope);
-        rope.Apply(cos_sin.data(), q.data() + t * d.heads * d.qk + d.nope, d.heads, d.qk);
+        rope.Angles(positions[t], angles);
+        rope.Apply(angles, kv_t + d.kvl, 1, d.rope);
+        if (!queries_in_heads) {
+          rope.Apply(angles, q.data() + t * d.heads * d.qk + d.nope, d.heads, d.qk);
+        }
         std::copy(kv_t, kv_t + d.kvd, cache.At(*s.kv, layer, positions[t]));
         if (absorb) absorbed.push_back({t, positions[t], s.kv});
       }
@@ -229,7 +264,12 @@ void MlaAttention(const ModelConfig& c, const LayerWeights& w, const Rope& rope,
     }
     t0 += len;
   }
-  if (!absorbed.empty()) AbsorbedAttention(d, w, layer, absorbed, q.data(), cache, o.data());
+  if (!absorbed.empty()) {
+    const AbsorbedQueries queries =
+        queries_in_heads ? AbsorbedQueries{nullptr, qa.data(), c.q_lora_rank, cos_sin.data()}
+                         : AbsorbedQueries{q.data()};
+    AbsorbedAttention(d, w, rope, layer, absorbed, queries, cache, o.data());
+  }
   MatMul(o.data(), T, w.o_proj, out);
 }
 
