@@ -17,7 +17,7 @@ void RunMlp(const MlpWeights& w, const float* x, int64_t n, float* y) {
   RunMlps({&job, 1});
 }
 
-void RunMlps(absl::Span<const MlpJob> jobs) {
+void RunMlps(absl::Span<const MlpJob> jobs, absl::Span<const MatMulJob> alongside) {
   // gate and up of every MLP in one MatMulBatch, SiLU(gate) · up over all of them at once, then
   // every down product in a second batch: two parallel regions however many experts, where one
   // per product cost each decode step dozens of fork/joins and their load imbalance.
@@ -25,10 +25,13 @@ void RunMlps(absl::Span<const MlpJob> jobs) {
   for (size_t j = 0; j < jobs.size(); ++j) {
     offset[j + 1] = offset[j] + jobs[j].n * jobs[j].w->gate_proj.rows;
   }
-  if (offset.back() == 0) return;
+  if (offset.back() == 0) {
+    MatMulBatch(std::span<const MatMulJob>(alongside.data(), alongside.size()));
+    return;
+  }
   std::vector<float> gate(static_cast<size_t>(offset.back())), up(gate.size());
-  std::vector<MatMulJob> products;
-  products.reserve(2 * jobs.size());
+  std::vector<MatMulJob> products(alongside.begin(), alongside.end());
+  products.reserve(alongside.size() + 2 * jobs.size());
   for (size_t j = 0; j < jobs.size(); ++j) {
     const MlpJob& m = jobs[j];
     if (m.n == 0) continue;
@@ -334,9 +337,22 @@ absl::Status RunMoe(const ModelConfig& c, const LayerWeights& w, const LayerPlac
                                                       " ranks, the group has ", comm.size()));
   }
 
-  // Gate.
+  // Gate, beside the shared experts' gate and up products, which need no routing: one parallel
+  // region for both.
   std::vector<float> logits(static_cast<size_t>(num_tokens * c.n_routed_experts));
-  MatMul(h, num_tokens, w.gate, logits.data());
+  const int64_t shared_inter = w.has_shared_experts ? w.shared_experts.gate_proj.rows : 0;
+  std::vector<float> shared_gate(static_cast<size_t>(num_tokens * shared_inter));
+  std::vector<float> shared_up(shared_gate.size());
+  {
+    std::vector<MatMulJob> first = {{h, num_tokens, &w.gate, logits.data()}};
+    if (w.has_shared_experts) {
+      first.push_back({h, num_tokens, &w.shared_experts.gate_proj, shared_gate.data()});
+      first.push_back({h, num_tokens, &w.shared_experts.up_proj, shared_up.data()});
+    }
+    MatMulBatch(first);
+  }
+  SiluMul(shared_gate.data(), shared_up.data(), static_cast<int64_t>(shared_gate.size()),
+          shared_gate.data());
   std::vector<int32_t> experts(static_cast<size_t>(num_tokens * top_k));
   std::vector<float> weights(experts.size());
   const float* bias = w.e_score_correction_bias.empty() ? nullptr : w.e_score_correction_bias.data();
@@ -352,10 +368,10 @@ absl::Status RunMoe(const ModelConfig& c, const LayerWeights& w, const LayerPlac
                               static_cast<int64_t>(w.experts.size()));
   RETURN_IF_ERROR(dispatcher.Dispatch(h, layout, deadline));
 
-  // Grouped expert compute: each local expert on the rows routed to it, beside the shared
-  // experts on this rank's own tokens, all in one RunMlps; each received row then collects the
-  // weighted sum of its experts' outputs. Experts go in groups of at most kGroupRows rows, which
-  // bounds the gathered copies on long prefills.
+  // Grouped expert compute: each local expert on the rows routed to it, all in one RunMlps with
+  // the shared experts' down product beside the experts' gate and up; each received row then
+  // collects the weighted sum of its experts' outputs. Experts go in groups of at most kGroupRows
+  // rows, which bounds the gathered copies on long prefills.
   constexpr int64_t kGroupRows = 4096;
   std::vector<float> sums(static_cast<size_t>(dispatcher.num_received() * hidden), 0.0f);
   const auto& slot_rows = dispatcher.rows_of_slot();
@@ -384,10 +400,11 @@ absl::Status RunMoe(const ModelConfig& c, const LayerWeights& w, const LayerPlac
       jobs.push_back({&w.experts[s], xs.data() + row * hidden, n, ys.data() + row * hidden});
       row += n;
     }
-    if (first == 0 && w.has_shared_experts) {
-      jobs.push_back({&w.shared_experts, h, num_tokens, out});
-    }
-    RunMlps(jobs);
+    const MatMulJob shared_down = {shared_gate.data(), num_tokens, &w.shared_experts.down_proj,
+                                   out};
+    const bool with_shared = first == 0 && w.has_shared_experts;
+    RunMlps(jobs, with_shared ? absl::Span<const MatMulJob>(&shared_down, 1)
+                              : absl::Span<const MatMulJob>());
     row = 0;
     for (size_t s = first; s < last; ++s) {
       for (const auto& [received, weight] : slot_rows[s]) {

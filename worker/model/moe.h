@@ -23,8 +23,9 @@ struct MlpJob {
   int64_t n = 0;
   float* y = nullptr;
 };
-// Independent MLPs (a layer's experts) as two batches of products (see MatMulBatch).
-void RunMlps(absl::Span<const MlpJob> jobs);
+// Independent MLPs (a layer's experts) as two batches of products (see MatMulBatch);
+// `alongside`, products that depend on none of them, run in the first batch.
+void RunMlps(absl::Span<const MlpJob> jobs, absl::Span<const MatMulJob> alongside = {});
 
 // DeepEP's layout step: which rows each rank receives and for which of its expert slots.
 // Computed once per MoE layer per step from the gate's choices and reused by dispatch and
