@@ -11,6 +11,7 @@
 #include <cstring>
 #include <new>
 #include <type_traits>
+#include <type_traits>
 #include <vector>
 
 #include "worker/kernels/simd_fp8.h"
@@ -420,18 +421,29 @@ constexpr int kPanelTokens = 12;
 constexpr int64_t kPanelTokenGroup = 48;
 
 // y[t * ldy + i] = Σ_k x[t * ldx + k] · W[i, k] for the panel's `rows` ≤ 32 rows, t < T.
-template <int T>
-EPINFER_TARGET_AVX512 void PanelKernel(const uint32_t* panel, const float* x, int64_t ldx,
-                                       int64_t cols, float* y, int64_t ldy, int64_t rows) {
+// Weights per column k: BF16, one 64-byte line (PackPanels' layout); or F32, two lines (rows 0-15,
+// then 16-31: an FP8 panel converted once for many tokens, see PanelRowsFp8).
+template <int T, class W>
+EPINFER_TARGET_AVX512 void PanelKernel(const W* panel, const float* x, int64_t ldx, int64_t cols,
+                                       float* y, int64_t ldy, int64_t rows) {
+  static_assert(std::is_same_v<W, uint32_t> || std::is_same_v<W, float>);
+  constexpr bool kBf16 = std::is_same_v<W, uint32_t>;
+  constexpr int64_t kStride = kBf16 ? 16 : 32;  // elements per column
   __m512 lo[T], hi[T];
   for (int t = 0; t < T; ++t) lo[t] = hi[t] = _mm512_setzero_ps();
   const __m512i high_half = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
   for (int64_t k = 0; k < cols; ++k) {
-    _mm_prefetch(reinterpret_cast<const char*>(panel + (k * 16 + kPrefetchBytes / 4)),
-                 _MM_HINT_T0);
-    const __m512i v = _mm512_load_si512(panel + k * 16);
-    const __m512 rows_lo = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
-    const __m512 rows_hi = _mm512_castsi512_ps(_mm512_and_si512(v, high_half));
+    __m512 rows_lo, rows_hi;
+    if constexpr (kBf16) {
+      _mm_prefetch(reinterpret_cast<const char*>(panel + (k * kStride + kPrefetchBytes / 4)),
+                   _MM_HINT_T0);
+      const __m512i v = _mm512_load_si512(panel + k * kStride);
+      rows_lo = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+      rows_hi = _mm512_castsi512_ps(_mm512_and_si512(v, high_half));
+    } else {  // from cache: no prefetch
+      rows_lo = _mm512_load_ps(panel + k * kStride);
+      rows_hi = _mm512_load_ps(panel + k * kStride + 16);
+    }
     for (int t = 0; t < T; ++t) {
       const __m512 xb = _mm512_set1_ps(x[t * ldx + k]);
       lo[t] = _mm512_fmadd_ps(rows_lo, xb, lo[t]);
@@ -528,6 +540,22 @@ EPINFER_TARGET_AVX512VBMI void PanelKernelFp8(const uint8_t* panel, const float*
   }
 }
 
+// An FP8 panel's `cols` columns as F32 with their block scales applied, in PanelKernel's F32
+// layout (column k: rows 0-15, then 16-31), for a run of many tokens to multiply from cache.
+EPINFER_TARGET_AVX512VBMI void ConvertFp8Panel(const uint8_t* panel, int64_t cols,
+                                               const float* scales, float* out) {
+  const LutRegisters lut = LoadLut(Fp8LookupTables());
+  for (int64_t c = 0; c < (cols + 1) / 2; ++c) {
+    const int64_t k = 2 * c;
+    __m512 wv[4];
+    LutConvert64(panel + 64 * c, lut, wv);
+    const __m512 scale = _mm512_set1_ps(scales[k / kFp8BlockSize]);
+    for (int v = 0; v < 4 && k + v / 2 < cols; ++v) {
+      _mm512_store_ps(out + 16 * (2 * k + v), _mm512_mul_ps(wv[v], scale));
+    }
+  }
+}
+
 // Bytes of one panel of w in PackPanels' layout.
 int64_t PanelBytes(const LinearWeight& w) {
   return w.dtype == DType::kF8E4M3 ? kPanelRows * (w.cols + w.cols % 2) : kPanelRows * w.cols * 2;
@@ -545,14 +573,14 @@ void WithTokens(int64_t t, const F& f) {
 
 // The panel blocks of rows [r0, r1) of y[n, w.rows] = x · Wᵀ, r0 on a panel boundary:
 // block(panel, t, count, r, rows) multiplies panel rows [r, r + rows) by tokens [t, t + count),
-// count ≤ kTokens. Token groups outermost: each group of x stays in L2 while the panels stream
-// past it.
+// count ≤ kTokens. Token groups of `group` outermost: each group of x stays in L2 while the
+// panels stream past it.
 template <int kTokens, class Block>
 void ForEachPanelBlock(int64_t n, const LinearWeight& w, int64_t r0, int64_t r1,
-                       const Block& block) {
+                       const Block& block, int64_t group = kPanelTokenGroup) {
   const auto* panels = static_cast<const uint8_t*>(w.panels);
-  for (int64_t t0 = 0; t0 < n; t0 += kPanelTokenGroup) {
-    const int64_t t1 = std::min(n, t0 + kPanelTokenGroup);
+  for (int64_t t0 = 0; t0 < n; t0 += group) {
+    const int64_t t1 = std::min(n, t0 + group);
     for (int64_t r = r0; r < r1; r += kPanelRows) {
       const uint8_t* panel = panels + (r / kPanelRows) * PanelBytes(w);
       for (int64_t t = t0; t < t1; t += kTokens) {
@@ -573,8 +601,40 @@ void PanelRowsBf16(const float* x, int64_t n, const LinearWeight& w, float* y, i
       });
 }
 
+// From this many tokens an FP8 product converts each panel to F32 (block scales applied) once
+// per group of tokens and multiplies it from L2 with the 12-token F32 kernel: converting again
+// for every 8 tokens cost more than the FMAs it fed (prefill ran at 55-63% of the GEMM peak).
+constexpr int64_t kFp8ConvertTokens = 24;
+// x bytes per token group of the converted path: the group stays in L2 beside the converted
+// panel, so that each panel is converted once per ~100+ tokens.
+constexpr int64_t kConvertGroupBytes = 512 << 10;
+
 void PanelRowsFp8(const float* x, int64_t n, const LinearWeight& w, float* y, int64_t r0,
                   int64_t r1) {
+  if (n >= kFp8ConvertTokens) {
+    thread_local std::vector<float> converted;
+    const size_t size = static_cast<size_t>(kPanelRows * w.cols + 16);
+    if (converted.size() < size) converted.resize(size);
+    float* panel_f32 = reinterpret_cast<float*>(
+        (reinterpret_cast<uintptr_t>(converted.data()) + 63) / 64 * 64);
+    const int64_t group = std::max<int64_t>(
+        kPanelTokens, kConvertGroupBytes / (w.cols * 4) / kPanelTokens * kPanelTokens);
+    const uint8_t* last = nullptr;  // the panel now in panel_f32
+    ForEachPanelBlock<kPanelTokens>(
+        n, w, r0, r1,
+        [&](const uint8_t* panel, int64_t t, int64_t count, int64_t r, int64_t rows) {
+          if (panel != last) {
+            ConvertFp8Panel(panel, w.cols, ScaleRow(w, r), panel_f32);
+            last = panel;
+          }
+          WithTokens<kPanelTokens>(count, [&](auto tokens) {
+            PanelKernel<tokens()>(static_cast<const float*>(panel_f32), x + t * w.cols, w.cols,
+                                  w.cols, y + t * w.rows + r, w.rows, rows);
+          });
+        },
+        group);
+    return;
+  }
   ForEachPanelBlock<kFp8PanelTokens>(
       n, w, r0, r1, [&](const uint8_t* panel, int64_t t, int64_t count, int64_t r, int64_t rows) {
         WithTokens<kFp8PanelTokens>(count, [&](auto tokens) {

@@ -70,16 +70,18 @@ std::vector<Case> Cases() {
   }
   // The panel kernel: token counts around its 12-token blocks and 48-token groups, a last panel
   // of 8 rows (200 = 6 × 32 + 8), a single partial panel, prefill-sized n.
-  // FP8 panels (VBMI): odd columns (the last pairs with padding), rows across a scale block.
+  // FP8 panels (VBMI): odd columns (the last pairs with padding), rows across a scale block;
+  // from 24 tokens FP8 panels are converted to F32 once per token group (23 is not, 24 is).
   for (const char* simd : {"avx512", "avx512vbmi"}) {
     for (DType dtype : {DType::kBF16, DType::kF8E4M3}) {
       if (dtype == DType::kF8E4M3 && std::string(simd) != "avx512vbmi") continue;
-      for (int64_t n : {1, 2, 5, 7, 8, 9, 11, 12, 13, 24, 40, 47, 48, 49, 64, 70, 130}) {
+      for (int64_t n : {1, 2, 5, 7, 8, 9, 11, 12, 13, 23, 24, 40, 47, 48, 49, 64, 70, 130, 400}) {
         cases.push_back({simd, dtype, n, 200, 300, true});
       }
       cases.push_back({simd, dtype, 3, 17, 7, true});
       cases.push_back({simd, dtype, 33, 64, 1000, true});
       cases.push_back({simd, dtype, 9, 260, 301, true});
+      cases.push_back({simd, dtype, 101, 260, 301, true});
     }
   }
   return cases;
@@ -227,7 +229,7 @@ TEST_P(SimdTest, PackedPanelsGiveTheSameProductsEverywhere) {
     for (auto [begin, end] : {std::pair<int64_t, int64_t>{64, 150}, {32, 64}, {10, 100}}) {
       const LinearWeight view = s.w.Rows(begin, end);
       EXPECT_EQ(view.panels != nullptr, s.w.panels != nullptr && begin % kPanelRows == 0);
-      for (int64_t n : {1, 7, 20, 80}) {
+      for (int64_t n : {1, 7, 20, 80, 100}) {
         const std::vector<float> x = RandomVector(n * 270, 7);
         std::vector<float> y(static_cast<size_t>(n * view.rows));
         MatMul(x.data(), n, view, y.data());
@@ -263,7 +265,7 @@ TEST_P(SimdTest, Fp8NanCodesPoisonExactlyTheOutputsTheyFeed) {
     s.bytes[12 * 300 + 290] = 0x7f;  // +NaN in row 12's last partial chunk (column 290)
     std::vector<uint8_t> packed;
     if (panels) PackPanels(&s.w, &packed);  // after the NaN codes are in (where VBMI packs)
-    for (int64_t n : {1, 2, 5, 8, 20, 70}) {
+    for (int64_t n : {1, 2, 5, 8, 20, 70, 100}) {
       std::vector<float> xn = RandomVector(n * 300, 6), yn(static_cast<size_t>(n * 40));
       MatMul(xn.data(), n, s.w, yn.data());
       for (int64_t t = 0; t < n; ++t) {
