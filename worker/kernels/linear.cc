@@ -1191,6 +1191,51 @@ void DequantizeRows(const LinearWeight& w, int64_t row_begin, int64_t row_end, f
   }
 }
 
+namespace {
+
+// Hands out the slices [0, threads × per_thread) of a parallel region's work, where consecutive
+// slices are consecutive memory: thread t first takes its own run [t × per_thread, (t + 1) ×
+// per_thread) in order, so that its stream runs on from one slice into the next (a fresh stream
+// waits on memory latency until the prefetchers catch up, per slice), then helps the others
+// from the back of their runs, so that a thread slowed down by its neighbours takes less.
+class SliceQueue {
+ public:
+  SliceQueue(int threads, int64_t per_thread)
+      : per_thread_(per_thread), runs_(static_cast<size_t>(threads)) {
+    for (auto& run : runs_) run.store(Pack(0, per_thread));
+  }
+
+  // The next slice for thread `me`, or -1 when none is left.
+  int64_t Next(int me) {
+    const int threads = static_cast<int>(runs_.size());
+    for (int i = 0; i < threads; ++i) {
+      const int t = (me + i) % threads;
+      std::atomic<uint64_t>& run = runs_[t];
+      uint64_t state = run.load();
+      while (true) {
+        const int64_t front = static_cast<int64_t>(state >> 32);
+        const int64_t back = static_cast<int64_t>(state & 0xffffffffu);
+        if (front >= back) break;
+        const bool own = i == 0;
+        const uint64_t next = own ? Pack(front + 1, back) : Pack(front, back - 1);
+        if (run.compare_exchange_weak(state, next)) {
+          return t * per_thread_ + (own ? front : back - 1);
+        }
+      }
+    }
+    return -1;
+  }
+
+ private:
+  static uint64_t Pack(int64_t front, int64_t back) {
+    return (static_cast<uint64_t>(front) << 32) | static_cast<uint64_t>(back);
+  }
+  int64_t per_thread_;
+  std::vector<std::atomic<uint64_t>> runs_;
+};
+
+}  // namespace
+
 void MatMul(const float* x, int64_t n, const LinearWeight& w, float* y) {
   if (n <= 0 || w.rows <= 0) return;
   const bool parallel = ParallelWorthwhile(w.rows * w.cols * n);
@@ -1200,13 +1245,16 @@ void MatMul(const float* x, int64_t n, const LinearWeight& w, float* y) {
     // (one group) kSlicesPerThread runs per thread, taken as threads come free.
     const int64_t panels = (w.rows + kPanelRows - 1) / kPanelRows;
     const int64_t runs_per_thread = n <= kPanelTokenGroup ? kSlicesPerThread : 1;
-    const int64_t tasks =
-        std::min((parallel ? KernelThreads() : int64_t{1}) * runs_per_thread, panels);
-#pragma omp parallel for schedule(dynamic) if (parallel)
-    for (int64_t task = 0; task < tasks; ++task) {
+    const int threads = parallel ? KernelThreads() : 1;
+    const int64_t per_thread = std::max<int64_t>(1, std::min(runs_per_thread, panels / threads));
+    const int64_t tasks = threads * per_thread;
+    SliceQueue queue(threads, per_thread);
+#pragma omp parallel num_threads(threads) if (parallel)
+    for (int64_t task = queue.Next(omp_get_thread_num()); task >= 0;
+         task = queue.Next(omp_get_thread_num())) {
       const int64_t r0 = panels * task / tasks * kPanelRows;
       const int64_t r1 = std::min(w.rows, panels * (task + 1) / tasks * kPanelRows);
-      PanelRows(x, n, w, y, r0, r1);
+      if (r0 < r1) PanelRows(x, n, w, y, r0, r1);
     }
     return;
   }
@@ -1269,15 +1317,15 @@ void MatMulBatch(std::span<const MatMulJob> jobs) {
   }
   if (chunks.empty()) return;
   const bool parallel = ParallelWorthwhile(total);
-  std::atomic<int64_t> next_slice{0};
+  const int threads = parallel ? KernelThreads() : 1;
+  SliceQueue queue(threads, kSlicesPerThread);
 #pragma omp parallel if (parallel)
   {
-    // The bytes in kSlicesPerThread × threads slices of consecutive chunks, handed out in order
-    // as threads come free: each slice streams contiguously (as the prefetchers like), and a
-    // thread slowed down by its neighbours takes fewer of them.
-    const int64_t slices = omp_get_num_threads() * kSlicesPerThread;
-    for (int64_t slice = next_slice.fetch_add(1); slice < slices;
-         slice = next_slice.fetch_add(1)) {
+    // The bytes in kSlicesPerThread × threads slices of consecutive chunks (SliceQueue): each
+    // thread streams through its own run of slices, then helps the others with theirs.
+    const int64_t slices = threads * kSlicesPerThread;
+    for (int64_t slice = queue.Next(omp_get_thread_num()); slice >= 0;
+         slice = queue.Next(omp_get_thread_num())) {
       const int64_t lo = total * slice / slices, hi = total * (slice + 1) / slices;
       auto first = std::upper_bound(ends.begin(), ends.end(), lo);
       for (size_t i = static_cast<size_t>(first - ends.begin()); i < chunks.size() && ends[i] <= hi;
