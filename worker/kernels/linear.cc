@@ -1127,17 +1127,24 @@ LinearWeight LinearWeight::Rows(int64_t begin, int64_t end) const {
   return view;
 }
 
-void PackPanels(LinearWeight* w, std::vector<uint8_t>* storage) {
-  const bool bf16 = w->dtype == DType::kBF16 && ActiveSimd() >= Simd::kAvx512;
-  const bool fp8 = w->dtype == DType::kF8E4M3 && ActiveSimd() >= Simd::kAvx512Vbmi;
-  if ((!bf16 && !fp8) || w->rows <= 0 || w->cols <= 0) return;
+namespace {
+
+// Whether PackPanels packs w on this CPU.
+bool Packable(const LinearWeight& w) {
+  const bool bf16 = w.dtype == DType::kBF16 && ActiveSimd() >= Simd::kAvx512;
+  const bool fp8 = w.dtype == DType::kF8E4M3 && ActiveSimd() >= Simd::kAvx512Vbmi;
   // FP8 panels start where the weight's scale blocks put them: a panel never straddles two.
-  if (fp8 && w->first_row % kPanelRows != 0) return;
-  const int64_t panels = (w->rows + kPanelRows - 1) / kPanelRows;
+  return (bf16 || (fp8 && w.first_row % kPanelRows == 0)) && w.rows > 0 && w.cols > 0;
+}
+
+int64_t PackedBytes(const LinearWeight& w) {
+  return (w.rows + kPanelRows - 1) / kPanelRows * PanelBytes(w);
+}
+
+// Writes w's panels at `out` (64-byte aligned, PackedBytes(w) zeroed bytes) and points w at them.
+void PackInto(LinearWeight* w, uint8_t* out) {
+  const bool bf16 = w->dtype == DType::kBF16;
   const int64_t panel_bytes = PanelBytes(*w);
-  storage->assign(static_cast<size_t>(panels * panel_bytes + 64), 0);  // zeros: the padding
-  uint8_t* out = reinterpret_cast<uint8_t*>(
-      (reinterpret_cast<uintptr_t>(storage->data()) + 63) / 64 * 64);  // 64-byte loads
 #pragma omp parallel for schedule(static) if (ParallelWorthwhile(w->rows * w->cols))
   for (int64_t r = 0; r < w->rows; ++r) {
     const int64_t i = r % kPanelRows;
@@ -1155,6 +1162,26 @@ void PackPanels(LinearWeight* w, std::vector<uint8_t>* storage) {
     }
   }
   w->panels = out;
+}
+
+}  // namespace
+
+void PackPanels(LinearWeight* w, std::vector<uint8_t>* storage) {
+  PackPanelsContiguous({w, 1}, storage);
+}
+
+void PackPanelsContiguous(std::span<LinearWeight> weights, std::vector<uint8_t>* storage) {
+  int64_t total = 0;
+  for (const LinearWeight& w : weights) total += Packable(w) ? PackedBytes(w) : 0;
+  if (total == 0) return;
+  storage->assign(static_cast<size_t>(total + 64), 0);  // zeros: the padding
+  uint8_t* out = reinterpret_cast<uint8_t*>(
+      (reinterpret_cast<uintptr_t>(storage->data()) + 63) / 64 * 64);  // 64-byte loads
+  for (LinearWeight& w : weights) {
+    if (!Packable(w)) continue;
+    PackInto(&w, out);
+    out += PackedBytes(w);  // a multiple of 64
+  }
 }
 
 void SetKernelThreads(int threads) {

@@ -50,6 +50,9 @@ inline constexpr int64_t kPanelRows = 32;
 // or 8 (FP8) tokens. Does nothing for other dtypes or where the CPU lacks the instructions (the
 // row-major kernels serve those).
 void PackPanels(LinearWeight* w, std::vector<uint8_t>* storage);
+// PackPanels for several weights into one buffer, one after another in order: products that run
+// one after another (a head group's per-head weights) then read one stream of memory.
+void PackPanelsContiguous(std::span<LinearWeight> weights, std::vector<uint8_t>* storage);
 
 // y[n, w.rows] = x[n, w.cols] · Wᵀ, fp32 activations and accumulation. Small n (decode) streams
 // the weight once per group of tokens with SIMD conversion (AVX-512 / AVX2 / scalar, chosen at

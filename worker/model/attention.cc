@@ -180,8 +180,7 @@ void AbsorbedAttention(const Dims& d, const LayerWeights& w, const Rope& rope, i
     }
     // Out of latent space, head by head.
     for (int64_t h = 0; h < heads; ++h) {
-      MatMul(ol + h * n * d.kvl, n,
-             w.kv_b_proj.Rows((h0 + h) * kv_row + d.nope, (h0 + h + 1) * kv_row), ys);
+      MatMul(ol + h * n * d.kvl, n, w.kv_b_uv[h0 + h], ys);
       for (int64_t i = 0; i < n; ++i) {
         std::copy(ys + i * d.vd, ys + (i + 1) * d.vd, o + (tokens[i].row * d.heads + h0 + h) * d.vd);
       }

@@ -55,8 +55,8 @@ class WeightReader {
   }
 
   // Row groups [g · stride, g · stride + rows) of w transposed, one weight [w.cols, rows] per
-  // group (absorbed MLA's W_UK[h]ᵀ), in w's dtype and panel-packed. Empty for FP8 where a group
-  // straddles a scale block: the copy's scales must depend on its rows only.
+  // group (absorbed MLA's W_UK[h]ᵀ), in w's dtype, their panels packed one after another. Empty
+  // for FP8 where a group straddles a scale block: the copy's scales must depend on its rows only.
   std::vector<LinearWeight> TransposedGroups(const LinearWeight& w, int64_t groups, int64_t stride,
                                              int64_t rows) {
     std::vector<LinearWeight> out;
@@ -88,12 +88,30 @@ class WeightReader {
         std::memcpy(scales.data(), from, scale_rows * sizeof(float));
         t.scale_inv = reinterpret_cast<const float*>(scales.data());
       }
-      std::vector<uint8_t> packed;
-      PackPanels(&t, &packed);
-      if (t.panels != nullptr) weights_.owned.push_back(std::move(packed));
       out.push_back(t);
     }
+    PackContiguous(out);
     return out;
+  }
+
+  // Row groups [g · stride + offset, g · stride + offset + rows) of w as views (absorbed MLA's
+  // W_UV[h]), their panels packed again one after another: w's own panels interleave them with
+  // the W_UK rows, which decode does not read.
+  std::vector<LinearWeight> RowGroups(const LinearWeight& w, int64_t groups, int64_t stride,
+                                      int64_t offset, int64_t rows) {
+    std::vector<LinearWeight> out;
+    for (int64_t g = 0; g < groups; ++g) {
+      out.push_back(w.Rows(g * stride + offset, g * stride + offset + rows));
+      out.back().panels = nullptr;
+    }
+    PackContiguous(out);
+    return out;
+  }
+
+  void PackContiguous(std::vector<LinearWeight>& ws) {
+    std::vector<uint8_t> packed;
+    PackPanelsContiguous(ws, &packed);
+    if (!packed.empty()) weights_.owned.push_back(std::move(packed));  // buffer moves along
   }
 
   // A vector (norm weight, bias) of `size` values as f32.
@@ -162,8 +180,9 @@ absl::StatusOr<ModelWeights> LoadWeights(const Checkpoint& checkpoint, const Mod
     ASSIGN_OR_RETURN(w.kv_b_proj,
                      read.Linear(name("self_attn.kv_b_proj"),
                                  heads * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank));
-    w.kv_b_uk_t = read.TransposedGroups(w.kv_b_proj, heads,
-                                        c.qk_nope_head_dim + c.v_head_dim, c.qk_nope_head_dim);
+    const int64_t kv_row = c.qk_nope_head_dim + c.v_head_dim;
+    w.kv_b_uk_t = read.TransposedGroups(w.kv_b_proj, heads, kv_row, c.qk_nope_head_dim);
+    w.kv_b_uv = read.RowGroups(w.kv_b_proj, heads, kv_row, c.qk_nope_head_dim, c.v_head_dim);
     ASSIGN_OR_RETURN(w.o_proj,
                      read.Linear(name("self_attn.o_proj"), hidden, heads * c.v_head_dim));
     if (!c.is_moe_layer(l)) {

@@ -42,6 +42,9 @@ struct LayerWeights {
   // where an FP8 head's rows straddle a 128-row scale block (no per-row scales could express
   // it); the absorbed attention then reads kv_b_proj untransposed.
   std::vector<LinearWeight> kv_b_uk_t;
+  // Per head h: W_UV[h], the v rows of kv_b_proj (views), with their panels packed again one
+  // head after another, so that a head group's output products stream one run of memory.
+  std::vector<LinearWeight> kv_b_uv;
   LinearWeight o_proj;                // [hidden_size, num_attention_heads * v_head_dim]
 
   // Dense layers (layer < first_k_dense_replace).
