@@ -76,7 +76,8 @@ struct MatMulJob {
 void MatMulBatch(std::span<const MatMulJob> jobs);
 
 // y[n, w.cols] = x[n, w.rows] · W, the product with the weight untransposed (absorbed MLA's
-// q_nope · W_UK). Reads W once for every group of up to four tokens; single-threaded.
+// q_nope · W_UK where no transposed copy of W_UK exists). Reads W once for every group of up to
+// four tokens; single-threaded.
 void MatMulTransposed(const float* x, int64_t n, const LinearWeight& w, float* y);
 
 // C[m, n] = alpha · A[m, k] · op(B), all fp32 row-major with leading dimensions; op(B) = Bᵀ for

@@ -33,8 +33,9 @@ struct LayerWeights {
   LinearWeight q_proj;                // [num_attention_heads * qk_head_dim, hidden_size]
   LinearWeight kv_a_proj_with_mqa;    // [kv_lora_rank + qk_rope_head_dim, hidden_size]
   std::vector<float> kv_a_layernorm;  // f32 [kv_lora_rank]
-  // [num_attention_heads * (qk_nope_head_dim + v_head_dim), kv_lora_rank]; the absorbed
-  // attention reads per-head row slices of it (LinearWeight::Rows) in the stored dtype.
+  // [num_attention_heads * (qk_nope_head_dim + v_head_dim), kv_lora_rank]: prefill's naive form
+  // multiplies the cached latents by all of it; decode's absorbed form reads the per-head copies
+  // below (or, without kv_b_uk_t, its k_nope row slices untransposed).
   LinearWeight kv_b_proj;
   // Per head h: W_UK[h]ᵀ [kv_lora_rank, qk_nope_head_dim], the k_nope rows of kv_b_proj
   // transposed, in the same dtype (FP8 with its block scales) and panel-packed like the other
