@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "worker/kernels/simd_fp8.h"
+#include "worker/kernels/slice_queue.h"
 
 namespace epinfer {
 namespace {
@@ -1217,51 +1218,6 @@ void DequantizeRows(const LinearWeight& w, int64_t row_begin, int64_t row_end, f
       std::memset(out, 0, count * sizeof(float));
   }
 }
-
-namespace {
-
-// Hands out the slices [0, threads × per_thread) of a parallel region's work, where consecutive
-// slices are consecutive memory: thread t first takes its own run [t × per_thread, (t + 1) ×
-// per_thread) in order, so that its stream runs on from one slice into the next (a fresh stream
-// waits on memory latency until the prefetchers catch up, per slice), then helps the others
-// from the back of their runs, so that a thread slowed down by its neighbours takes less.
-class SliceQueue {
- public:
-  SliceQueue(int threads, int64_t per_thread)
-      : per_thread_(per_thread), runs_(static_cast<size_t>(threads)) {
-    for (auto& run : runs_) run.store(Pack(0, per_thread));
-  }
-
-  // The next slice for thread `me`, or -1 when none is left.
-  int64_t Next(int me) {
-    const int threads = static_cast<int>(runs_.size());
-    for (int i = 0; i < threads; ++i) {
-      const int t = (me + i) % threads;
-      std::atomic<uint64_t>& run = runs_[t];
-      uint64_t state = run.load();
-      while (true) {
-        const int64_t front = static_cast<int64_t>(state >> 32);
-        const int64_t back = static_cast<int64_t>(state & 0xffffffffu);
-        if (front >= back) break;
-        const bool own = i == 0;
-        const uint64_t next = own ? Pack(front + 1, back) : Pack(front, back - 1);
-        if (run.compare_exchange_weak(state, next)) {
-          return t * per_thread_ + (own ? front : back - 1);
-        }
-      }
-    }
-    return -1;
-  }
-
- private:
-  static uint64_t Pack(int64_t front, int64_t back) {
-    return (static_cast<uint64_t>(front) << 32) | static_cast<uint64_t>(back);
-  }
-  int64_t per_thread_;
-  std::vector<std::atomic<uint64_t>> runs_;
-};
-
-}  // namespace
 
 void MatMul(const float* x, int64_t n, const LinearWeight& w, float* y) {
   if (n <= 0 || w.rows <= 0) return;

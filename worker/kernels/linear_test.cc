@@ -256,6 +256,39 @@ TEST_P(SimdTest, PackedPanelsGiveTheSameProductsEverywhere) {
   }
 }
 
+// PackPanelsContiguous: the weights it can pack get panels one after another in one buffer, in
+// order; the others (F32, an FP8 view off a panel boundary) are left to their row-major bytes;
+// every product is as before.
+TEST_P(SimdTest, ContiguousPanelsGiveTheSameProducts) {
+  Stored bf16 = MakeWeight(DType::kBF16, 70, 130, 51);
+  Stored f32 = MakeWeight(DType::kF32, 40, 130, 52);
+  Stored fp8 = MakeWeight(DType::kF8E4M3, 200, 130, 53);
+  std::vector<LinearWeight> ws = {bf16.w, f32.w, fp8.w.Rows(10, 90), fp8.w.Rows(128, 200)};
+  const int64_t firsts[] = {0, 0, 10, 128};
+  const Stored* owners[] = {&bf16, &f32, &fp8, &fp8};
+  for (LinearWeight& w : ws) w.panels = nullptr;
+  std::vector<uint8_t> storage;
+  PackPanelsContiguous(ws, &storage);
+  const bool avx512 = ActiveSimd() >= Simd::kAvx512, vbmi = ActiveSimd() >= Simd::kAvx512Vbmi;
+  EXPECT_EQ(ws[0].panels != nullptr, avx512);
+  EXPECT_EQ(ws[1].panels, nullptr);
+  EXPECT_EQ(ws[2].panels, nullptr);  // first row 10: FP8 panels must start on a scale block's
+  EXPECT_EQ(ws[3].panels != nullptr, vbmi);
+  if (avx512 && vbmi) {
+    // BF16: 3 panels of 32 rows × 130 columns × 2 bytes, then the FP8 view's.
+    EXPECT_EQ(static_cast<const uint8_t*>(ws[3].panels),
+              static_cast<const uint8_t*>(ws[0].panels) + 3 * 32 * 130 * 2);
+  }
+  for (size_t i = 0; i < ws.size(); ++i) {
+    for (int64_t n : {1, 5, 30}) {
+      const std::vector<float> x = RandomVector(n * 130, 60 + static_cast<uint32_t>(i));
+      std::vector<float> y(static_cast<size_t>(n * ws[i].rows));
+      MatMul(x.data(), n, ws[i], y.data());
+      ExpectProduct(*owners[i], ws[i], firsts[i], x, n, y);
+    }
+  }
+}
+
 TEST_P(SimdTest, Fp8NanCodesPoisonExactlyTheOutputsTheyFeed) {
   for (bool panels : {false, true}) {
     SCOPED_TRACE(panels ? "panels" : "rows");
