@@ -11,7 +11,6 @@
 #include <cstring>
 #include <new>
 #include <type_traits>
-#include <type_traits>
 #include <vector>
 
 #include "worker/kernels/simd_fp8.h"
@@ -1225,14 +1224,14 @@ void MatMul(const float* x, int64_t n, const LinearWeight& w, float* y) {
   if (UsePanels(w)) {
     // Runs of contiguous panels, token groups outermost within each, so a group of x is read
     // from memory once per run: one run per thread when x spans several groups; for decode
-    // (one group) kSlicesPerThread runs per thread, taken as threads come free.
+    // (one group) kSlicesPerThread runs per thread, handed out by a SliceQueue.
     const int64_t panels = (w.rows + kPanelRows - 1) / kPanelRows;
     const int64_t runs_per_thread = n <= kPanelTokenGroup ? kSlicesPerThread : 1;
     const int threads = parallel ? KernelThreads() : 1;
     const int64_t per_thread = std::max<int64_t>(1, std::min(runs_per_thread, panels / threads));
     const int64_t tasks = threads * per_thread;
     SliceQueue queue(threads, per_thread);
-#pragma omp parallel num_threads(threads) if (parallel)
+#pragma omp parallel if (parallel)
     for (int64_t task = queue.Next(omp_get_thread_num()); task >= 0;
          task = queue.Next(omp_get_thread_num())) {
       const int64_t r0 = panels * task / tasks * kPanelRows;

@@ -142,7 +142,7 @@ void AbsorbedAttention(const Dims& d, const LayerWeights& w, const Rope& rope, i
     }
     // [q_latent | q_pe] per token and head [n, heads, kvd], matching the cache's [latent | k_pe].
     float* qc = sized(q_cat, n * heads * d.kvd);
-    float* xs = sized(x, n * std::max(d.nope, d.kvl));
+    float* xs = sized(x, n * d.nope);
     float* ys = sized(y, n * std::max(d.kvl, d.vd));
     for (int64_t h = 0; h < heads; ++h) {
       for (int64_t i = 0; i < n; ++i) {
@@ -205,11 +205,13 @@ void MlaAttention(const ModelConfig& c, const LayerWeights& w, const Rope& rope,
   // Latent [kv_lora | k_pe] per token, computed beside the query's first projection.
   // A step of decode tokens only (all absorbed) leaves q_b_proj to the absorbed form's head
   // groups, which compute their own heads' queries.
+  auto absorbs = [form](const SequenceStep& s) {
+    return form == AttentionForm::kAbsorbed ||
+           (form == AttentionForm::kAuto && s.tokens.size() == 1);
+  };
   bool all_absorbed = true;
   for (const SequenceStep& s : batch) {
-    const bool absorb = form == AttentionForm::kAbsorbed ||
-                        (form == AttentionForm::kAuto && s.tokens.size() == 1);
-    all_absorbed = all_absorbed && (absorb || s.tokens.empty());
+    all_absorbed = all_absorbed && (absorbs(s) || s.tokens.empty());
   }
   const bool queries_in_heads = c.q_lora_rank > 0 && all_absorbed;
   std::vector<float> q(queries_in_heads ? 0 : static_cast<size_t>(T * d.heads * d.qk));
@@ -234,8 +236,7 @@ void MlaAttention(const ModelConfig& c, const LayerWeights& w, const Rope& rope,
     int64_t t = 0;
     for (const SequenceStep& s : batch) {
       const int64_t len = static_cast<int64_t>(s.tokens.size());
-      const bool absorb =
-          form == AttentionForm::kAbsorbed || (form == AttentionForm::kAuto && len == 1);
+      const bool absorb = absorbs(s);
       for (int64_t i = 0; i < len; ++i, ++t) {
         float* kv_t = kv.data() + t * d.kvd;
         float* angles = cos_sin.data() + t * d.rope;
@@ -255,9 +256,7 @@ void MlaAttention(const ModelConfig& c, const LayerWeights& w, const Rope& rope,
   int64_t t0 = 0;
   for (const SequenceStep& s : batch) {
     const int64_t len = static_cast<int64_t>(s.tokens.size());
-    const bool absorb =
-        form == AttentionForm::kAbsorbed || (form == AttentionForm::kAuto && len == 1);
-    if (!absorb && len > 0) {
+    if (!absorbs(s) && len > 0) {
       NaiveAttention(d, w, layer, s, q.data() + t0 * d.heads * d.qk, cache,
                      o.data() + t0 * d.heads * d.vd);
     }

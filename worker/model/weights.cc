@@ -1,6 +1,7 @@
 #include "worker/model/weights.h"
 
 #include <cstring>
+#include <span>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -46,11 +47,7 @@ class WeightReader {
                        checkpoint_.Get(weight_name + "_scale_inv", {sr, sc}, {DType::kF32}));
       w.scale_inv = static_cast<const float*>(Aligned(s, 4));
     }
-    if (product) {
-      std::vector<uint8_t> packed;
-      PackPanels(&w, &packed);
-      if (w.panels != nullptr) weights_.owned.push_back(std::move(packed));  // buffer moves along
-    }
+    if (product) Pack({&w, 1});
     return w;
   }
 
@@ -62,7 +59,8 @@ class WeightReader {
     std::vector<LinearWeight> out;
     const bool fp8 = w.dtype == DType::kF8E4M3;
     for (int64_t g = 0; g < groups && fp8; ++g) {
-      if ((g * stride) / kFp8BlockSize != (g * stride + rows - 1) / kFp8BlockSize) return out;
+      const int64_t first = w.first_row + g * stride;
+      if (first / kFp8BlockSize != (first + rows - 1) / kFp8BlockSize) return out;
     }
     const int64_t size = DTypeSize(w.dtype);
     const int64_t scale_rows = (w.cols + kFp8BlockSize - 1) / kFp8BlockSize;
@@ -90,7 +88,7 @@ class WeightReader {
       }
       out.push_back(t);
     }
-    PackContiguous(out);
+    Pack(out);
     return out;
   }
 
@@ -104,11 +102,12 @@ class WeightReader {
       out.push_back(w.Rows(g * stride + offset, g * stride + offset + rows));
       out.back().panels = nullptr;
     }
-    PackContiguous(out);
+    Pack(out);
     return out;
   }
 
-  void PackContiguous(std::vector<LinearWeight>& ws) {
+  // Panel-packs the weights one after another (PackPanelsContiguous) into a buffer of `owned`.
+  void Pack(std::span<LinearWeight> ws) {
     std::vector<uint8_t> packed;
     PackPanelsContiguous(ws, &packed);
     if (!packed.empty()) weights_.owned.push_back(std::move(packed));  // buffer moves along
