@@ -1220,14 +1220,18 @@ void DequantizeRows(const LinearWeight& w, int64_t row_begin, int64_t row_end, f
 
 void MatMul(const float* x, int64_t n, const LinearWeight& w, float* y) {
   if (n <= 0 || w.rows <= 0) return;
+  // Products too small to share, or called from inside a parallel region (attention's per-head
+  // products), run as plain loops: an OpenMP region whose `if` keeps it to one thread still
+  // builds a team, which cost the absorbed attention ~20% of its time at batch 1.
   const bool parallel = ParallelWorthwhile(w.rows * w.cols * n);
   if (UsePanels(w)) {
     // Runs of contiguous panels, token groups outermost within each, so a group of x is read
     // from memory once per run: one run per thread when x spans several groups; for decode
     // (one group) kSlicesPerThread runs per thread, handed out by a SliceQueue.
+    if (!parallel) return PanelRows(x, n, w, y, 0, w.rows);
     const int64_t panels = (w.rows + kPanelRows - 1) / kPanelRows;
     const int64_t runs_per_thread = n <= kPanelTokenGroup ? kSlicesPerThread : 1;
-    const int threads = parallel ? KernelThreads() : 1;
+    const int threads = KernelThreads();
     const int64_t per_thread = std::max<int64_t>(1, std::min(runs_per_thread, panels / threads));
     const int64_t tasks = threads * per_thread;
     SliceQueue queue(threads, per_thread);
@@ -1242,10 +1246,15 @@ void MatMul(const float* x, int64_t n, const LinearWeight& w, float* y) {
   }
   if (n <= kStreamMaxTokens) {
     const StreamInput in = MakeStreamInput(x, n, w);
-#pragma omp parallel for schedule(static) if (parallel)
-    for (int64_t r0 = 0; r0 < w.rows; r0 += kStreamChunkRows) {
+    auto chunk = [&](int64_t r0) {
       StreamRows(in, n, w, y, r0, std::min(r0 + kStreamChunkRows, w.rows));
+    };
+    if (!parallel) {
+      for (int64_t r0 = 0; r0 < w.rows; r0 += kStreamChunkRows) chunk(r0);
+      return;
     }
+#pragma omp parallel for schedule(static)
+    for (int64_t r0 = 0; r0 < w.rows; r0 += kStreamChunkRows) chunk(r0);
     return;
   }
   // Each thread's share of rows in as few panels as fit kMaxPanelRows: OpenBLAS packs x once per
@@ -1253,14 +1262,16 @@ void MatMul(const float* x, int64_t n, const LinearWeight& w, float* y) {
   const int64_t threads = parallel ? KernelThreads() : 1;
   const int64_t share = (w.rows + threads - 1) / threads;
   const int64_t panel_rows = std::min(kMaxPanelRows, (share + 15) / 16 * 16);
-#pragma omp parallel if (parallel)
-  {
+  auto rows = [&](int64_t r0) {
     thread_local std::vector<float> panel;
-#pragma omp for schedule(dynamic)
-    for (int64_t r0 = 0; r0 < w.rows; r0 += panel_rows) {
-      PanelGemm(x, n, w, y, r0, std::min(r0 + panel_rows, w.rows), panel);
-    }
+    PanelGemm(x, n, w, y, r0, std::min(r0 + panel_rows, w.rows), panel);
+  };
+  if (!parallel) {
+    for (int64_t r0 = 0; r0 < w.rows; r0 += panel_rows) rows(r0);
+    return;
   }
+#pragma omp parallel for schedule(dynamic)
+  for (int64_t r0 = 0; r0 < w.rows; r0 += panel_rows) rows(r0);
 }
 
 void MatMulBatch(std::span<const MatMulJob> jobs) {
@@ -1298,10 +1309,13 @@ void MatMulBatch(std::span<const MatMulJob> jobs) {
     }
   }
   if (chunks.empty()) return;
-  const bool parallel = ParallelWorthwhile(total);
-  const int threads = parallel ? KernelThreads() : 1;
+  if (!ParallelWorthwhile(total)) {
+    for (const Chunk& c : chunks) StreamRows(*c.in, c.job->n, *c.job->w, c.job->y, c.r0, c.r1);
+    return;
+  }
+  const int threads = KernelThreads();
   SliceQueue queue(threads, kSlicesPerThread);
-#pragma omp parallel if (parallel)
+#pragma omp parallel
   {
     // The bytes in kSlicesPerThread × threads slices of consecutive chunks (SliceQueue): each
     // thread streams through its own run of slices, then helps the others with theirs.

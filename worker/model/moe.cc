@@ -130,8 +130,11 @@ namespace {
 // ParallelWorthwhile). Iterations must touch disjoint memory.
 template <class Body>
 void ForEachRow(int64_t rows, int64_t hidden, const Body& body) {
-  const bool parallel = ParallelWorthwhile(rows * hidden);
-#pragma omp parallel for schedule(static) if (parallel)
+  if (!ParallelWorthwhile(rows * hidden)) {
+    for (int64_t i = 0; i < rows; ++i) body(i);
+    return;
+  }
+#pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < rows; ++i) body(i);
 }
 
@@ -208,18 +211,25 @@ absl::Status ExpertDispatcher::Dispatch(const float* x, const DispatchLayout& la
   }
   // Encode, then copy to the other ranks' rows: one parallel region, two loops.
   const int64_t copies = static_cast<int64_t>(copied_rows.size());
-#pragma omp parallel if (ParallelWorthwhile((layout.num_tokens + copies) * hidden_))
-  {
-#pragma omp for schedule(static)
-    for (int64_t t = 0; t < layout.num_tokens; ++t) {
-      if (encoded_row[t] != nullptr) {
-        EncodeActivations(x + t * hidden_, hidden_, transport_.dispatch, encoded_row[t]);
-      }
+  auto encode = [&](int64_t t) {
+    if (encoded_row[t] != nullptr) {
+      EncodeActivations(x + t * hidden_, hidden_, transport_.dispatch, encoded_row[t]);
     }
+  };
+  auto copy = [&](int64_t c) {
+    const auto& [row, token] = copied_rows[c];
+    std::memcpy(row, encoded_row[token], static_cast<size_t>(act_bytes));
+  };
+  if (!ParallelWorthwhile((layout.num_tokens + copies) * hidden_)) {
+    for (int64_t t = 0; t < layout.num_tokens; ++t) encode(t);
+    for (int64_t c = 0; c < copies; ++c) copy(c);
+  } else {
+#pragma omp parallel
+    {
 #pragma omp for schedule(static)
-    for (int64_t c = 0; c < copies; ++c) {
-      const auto& [row, token] = copied_rows[c];
-      std::memcpy(row, encoded_row[token], static_cast<size_t>(act_bytes));
+      for (int64_t t = 0; t < layout.num_tokens; ++t) encode(t);
+#pragma omp for schedule(static)
+      for (int64_t c = 0; c < copies; ++c) copy(c);
     }
   }
   std::vector<std::vector<uint8_t>>& received = scratch.dispatch_received;
