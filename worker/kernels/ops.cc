@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "worker/kernels/simd.h"
 
@@ -166,6 +167,79 @@ EPINFER_TARGET_AVX512 void SoftmaxAvx512(float* x, int64_t count) {
   }
 }
 
+// AttendRows' heads go through in tiles of at most kAttendHeads: two accumulators per head in
+// the score kernel (16 of the 32 registers), two output vectors per head in the output kernel.
+constexpr int kAttendHeads = 8;
+
+// scores[h * lds + r] = scale · q[h] · rows[r] for H heads and `count` rows of `dim` values: each
+// row is loaded once for all H heads; even and odd 16-value chunks add into separate
+// accumulators, so that few heads still keep enough FMAs in flight.
+template <int H>
+EPINFER_TARGET_AVX512 void ScoreRowsAvx512(const float* q, int64_t dim, const float* rows,
+                                           int64_t count, float scale, float* scores,
+                                           int64_t lds) {
+  for (int64_t r = 0; r < count; ++r) {
+    const float* row = rows + r * dim;
+    __m512 acc[2][H];
+    for (int h = 0; h < H; ++h) acc[0][h] = acc[1][h] = _mm512_setzero_ps();
+    int64_t c = 0;
+    for (; c + 32 <= dim; c += 32) {
+      const __m512 k0 = _mm512_loadu_ps(row + c), k1 = _mm512_loadu_ps(row + c + 16);
+      for (int h = 0; h < H; ++h) {
+        acc[0][h] = _mm512_fmadd_ps(_mm512_loadu_ps(q + h * dim + c), k0, acc[0][h]);
+        acc[1][h] = _mm512_fmadd_ps(_mm512_loadu_ps(q + h * dim + c + 16), k1, acc[1][h]);
+      }
+    }
+    for (; c < dim; c += 16) {
+      const __mmask16 m = Lanes(std::min<int64_t>(16, dim - c));
+      const __m512 k = _mm512_maskz_loadu_ps(m, row + c);
+      for (int h = 0; h < H; ++h) {
+        acc[0][h] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + h * dim + c), k, acc[0][h]);
+      }
+    }
+    for (int h = 0; h < H; ++h) {
+      scores[h * lds + r] = scale * _mm512_reduce_add_ps(_mm512_add_ps(acc[0][h], acc[1][h]));
+    }
+  }
+}
+
+// out[h * ldo + j] += Σ_r probs[h * ldp + r] · rows[r * dim + j] for H heads, j < out_dim: 32
+// columns at a time over all `count` rows (a KV block's rows stay in L1 across the passes).
+template <int H>
+EPINFER_TARGET_AVX512 void WeighRowsAvx512(const float* probs, int64_t ldp, int64_t dim,
+                                           const float* rows, int64_t count, int64_t out_dim,
+                                           float* out, int64_t ldo) {
+  for (int64_t j = 0; j < out_dim; j += 32) {
+    const __mmask16 m0 = Lanes(std::min<int64_t>(16, out_dim - j));
+    const __mmask16 m1 = Lanes(std::clamp<int64_t>(out_dim - j - 16, 0, 16));
+    __m512 a0[H], a1[H];
+    for (int h = 0; h < H; ++h) a0[h] = a1[h] = _mm512_setzero_ps();
+    for (int64_t r = 0; r < count; ++r) {
+      const float* row = rows + r * dim + j;
+      const __m512 k0 = _mm512_maskz_loadu_ps(m0, row), k1 = _mm512_maskz_loadu_ps(m1, row + 16);
+      for (int h = 0; h < H; ++h) {
+        const __m512 p = _mm512_set1_ps(probs[h * ldp + r]);
+        a0[h] = _mm512_fmadd_ps(p, k0, a0[h]);
+        a1[h] = _mm512_fmadd_ps(p, k1, a1[h]);
+      }
+    }
+    for (int h = 0; h < H; ++h) {
+      float* o = out + h * ldo + j;
+      _mm512_mask_storeu_ps(o, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, o), a0[h]));
+      _mm512_mask_storeu_ps(o + 16, m1, _mm512_add_ps(_mm512_maskz_loadu_ps(m1, o + 16), a1[h]));
+    }
+  }
+}
+
+// f(std::integral_constant<int, h>) for a run-time 1 ≤ h ≤ H.
+template <int H, class F>
+void WithHeads(int64_t h, const F& f) {
+  if constexpr (H > 0) {
+    if (h == H) return f(std::integral_constant<int, H>{});
+    return WithHeads<H - 1>(h, f);
+  }
+}
+
 // ---- AVX2 -------------------------------------------------------------------------------------
 
 EPINFER_TARGET_AVX2 float DotAvx2(const float* a, const float* b, int64_t count) {
@@ -283,6 +357,52 @@ float Dot(const float* a, const float* b, int64_t count) {
   float sum = 0;
   for (int64_t i = 0; i < count; ++i) sum += a[i] * b[i];
   return sum;
+}
+
+void AttendRows(const float* q, int64_t heads, int64_t dim, std::span<const RowRun> runs,
+                float scale, int64_t out_dim, float* probs, float* out, int64_t ldo) {
+  int64_t total = 0;
+  for (const RowRun& run : runs) total += run.count;
+  for (int64_t h = 0; h < heads; ++h) std::fill(out + h * ldo, out + h * ldo + out_dim, 0.0f);
+  if (heads <= 0 || total == 0) return;
+  const bool avx512 = ActiveSimd() >= Simd::kAvx512;
+  for (int64_t h0 = 0; h0 < heads; h0 += kAttendHeads) {
+    const int64_t tile = std::min<int64_t>(kAttendHeads, heads - h0);
+    const float* qt = q + h0 * dim;
+    float* pt = probs + h0 * total;
+    int64_t r0 = 0;
+    for (const RowRun& run : runs) {
+      if (avx512) {
+        WithHeads<kAttendHeads>(tile, [&](auto h) {
+          ScoreRowsAvx512<h()>(qt, dim, run.rows, run.count, scale, pt + r0, total);
+        });
+      } else {
+        for (int64_t h = 0; h < tile; ++h) {
+          for (int64_t r = 0; r < run.count; ++r) {
+            pt[h * total + r0 + r] = scale * Dot(qt + h * dim, run.rows + r * dim, dim);
+          }
+        }
+      }
+      r0 += run.count;
+    }
+    for (int64_t h = 0; h < tile; ++h) Softmax(pt + h * total, total);
+    float* ot = out + h0 * ldo;
+    r0 = 0;
+    for (const RowRun& run : runs) {
+      if (avx512) {
+        WithHeads<kAttendHeads>(tile, [&](auto h) {
+          WeighRowsAvx512<h()>(pt + r0, total, dim, run.rows, run.count, out_dim, ot, ldo);
+        });
+      } else {
+        for (int64_t h = 0; h < tile; ++h) {
+          for (int64_t r = 0; r < run.count; ++r) {
+            Axpy(pt[h * total + r0 + r], run.rows + r * dim, out_dim, ot + h * ldo);
+          }
+        }
+      }
+      r0 += run.count;
+    }
+  }
 }
 
 }  // namespace epinfer

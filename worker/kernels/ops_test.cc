@@ -117,6 +117,62 @@ TEST_P(OpsTest, NanPropagatesThroughSoftmaxAndSilu) {
   EXPECT_FALSE(std::isnan(out[0]));
 }
 
+// AttendRows against double-precision attention over the same rows gathered into one matrix:
+// head counts across the kernel's 8-head tiles, row lengths around the vector widths (out_dim
+// below the row length, as the latent part of a cached row), rows split into runs as KV blocks.
+TEST_P(OpsTest, AttendRowsMatchesDoublePrecisionAttention) {
+  struct Case {
+    int64_t heads, dim, out_dim;
+    std::vector<int64_t> runs;
+  };
+  const Case cases[] = {{1, 16, 16, {1}},          {4, 288, 256, {16, 16, 16, 11}},
+                        {3, 80, 64, {5, 7}},       {8, 576, 512, {16, 3}},
+                        {11, 33, 17, {2, 1, 30}},  {9, 100, 100, {64}},
+                        {16, 47, 31, {1, 1, 1, 1}}};
+  for (const Case& c : cases) {
+    int64_t total = 0;
+    for (int64_t n : c.runs) total += n;
+    const std::vector<float> rows = RandomVector(total * c.dim, 11);
+    const std::vector<float> q = RandomVector(c.heads * c.dim, 12, 0.3f);
+    // Each run in its own buffer, so the kernel can only reach a run's rows through the run.
+    std::vector<std::vector<float>> blocks;
+    std::vector<RowRun> runs;
+    int64_t r0 = 0;
+    for (int64_t n : c.runs) {
+      blocks.emplace_back(rows.begin() + r0 * c.dim, rows.begin() + (r0 + n) * c.dim);
+      runs.push_back({blocks.back().data(), n});
+      r0 += n;
+    }
+    const float scale = 0.125f;
+    const int64_t ldo = c.out_dim + 3;
+    std::vector<float> probs(static_cast<size_t>(c.heads * total));
+    std::vector<float> out(static_cast<size_t>(c.heads * ldo), -7.0f);
+    AttendRows(q.data(), c.heads, c.dim, runs, scale, c.out_dim, probs.data(), out.data(), ldo);
+    for (int64_t h = 0; h < c.heads; ++h) {
+      std::vector<double> p(static_cast<size_t>(total));
+      double max = -INFINITY, sum = 0;
+      for (int64_t r = 0; r < total; ++r) {
+        double dot = 0;
+        for (int64_t k = 0; k < c.dim; ++k) {
+          dot += static_cast<double>(q[h * c.dim + k]) * rows[r * c.dim + k];
+        }
+        p[r] = scale * dot;
+        max = std::max(max, p[r]);
+      }
+      for (double& v : p) sum += (v = std::exp(v - max));
+      for (int64_t r = 0; r < total; ++r) {
+        ASSERT_NEAR(probs[h * total + r], p[r] / sum, 1e-5) << c.heads << " " << h << " " << r;
+      }
+      for (int64_t j = 0; j < c.out_dim; ++j) {
+        double want = 0;
+        for (int64_t r = 0; r < total; ++r) want += p[r] / sum * rows[r * c.dim + j];
+        ASSERT_NEAR(out[h * ldo + j], want, 1e-5) << c.heads << " " << h << " " << j;
+      }
+      for (int64_t j = c.out_dim; j < ldo; ++j) ASSERT_EQ(out[h * ldo + j], -7.0f);  // untouched
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(AllPaths, OpsTest, ::testing::Values("scalar", "avx2", "avx512", "avx512vbmi"));
 
 }  // namespace

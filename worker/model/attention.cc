@@ -92,8 +92,8 @@ struct AbsorbedQueries {
 // and rope key; the output leaves latent space through W_UV[h]. Every step of it is per head, so
 // it runs as one parallel loop over groups of heads with no barrier inside: a task computes its
 // heads' queries (q_b_proj rows, rotation), their latent queries (W_UK[h] through its transposed
-// copy), scores and latent outputs for each token over the token's cache gathered once per task,
-// and its heads' outputs through W_UV[h]. Weights are read in their stored dtype, once per step.
+// copy), scores and latent outputs for each token over the token's cache blocks where they lie
+// (AttendRows), and its heads' outputs through W_UV[h]. Weights are read in their stored dtype, once per step.
 // o: [T, heads, vd].
 void AbsorbedAttention(const Dims& d, const LayerWeights& w, const Rope& rope, int64_t layer,
                        const std::vector<AbsorbedToken>& tokens, const AbsorbedQueries& queries,
@@ -121,7 +121,8 @@ void AbsorbedAttention(const Dims& d, const LayerWeights& w, const Rope& rope, i
   for (int64_t g = 0; g < groups; ++g) {
     const int64_t h0 = g * group, heads = std::min(group, d.heads - h0);
     // Per-thread buffers kept across calls: fresh ones would be mapped and zeroed every layer.
-    thread_local std::vector<float> q, x, y, q_cat, o_latent, context, scores;
+    thread_local std::vector<float> q, x, y, q_cat, o_latent, scores;
+    thread_local std::vector<RowRun> runs;
     auto sized = [](std::vector<float>& v, int64_t size) {
       if (v.size() < static_cast<size_t>(size)) v.resize(static_cast<size_t>(size));
       return v.data();
@@ -160,23 +161,19 @@ void AbsorbedAttention(const Dims& d, const LayerWeights& w, const Rope& rope, i
         std::copy(ys + i * d.kvl, ys + (i + 1) * d.kvl, qc + (i * heads + h) * d.kvd);
       }
     }
-    // Per token: scores and the latent output of the group's heads, two sgemm over the token's
-    // cached positions. o_latent [heads, n, kvl].
-    float* ctx = sized(context, max_keys * d.kvd);
-    float* sc = sized(scores, heads * max_keys);
+    // Per token: scores and the latent output of the group's heads over the token's cached
+    // positions, read in place block by block. o_latent [heads, n, kvl].
+    float* probs = sized(scores, heads * max_keys);
     float* ol = sized(o_latent, heads * n * d.kvl);
     for (int64_t i = 0; i < n; ++i) {
       const AbsorbedToken& t = tokens[i];
-      const int64_t keys = t.position + 1;
-      for (int64_t p = 0; p < keys; ++p) {
-        const float* cached = cache.At(*t.kv, layer, p);
-        std::copy(cached, cached + d.kvd, ctx + p * d.kvd);
+      const int64_t keys = t.position + 1, block = cache.block_size_tokens();
+      runs.clear();
+      for (int64_t p = 0; p < keys; p += block) {
+        runs.push_back({cache.At(*t.kv, layer, p), std::min(block, keys - p)});
       }
-      GemmF32(heads, keys, d.kvd, d.scale, qc + i * heads * d.kvd, d.kvd, ctx, d.kvd,
-              /*b_transposed=*/true, sc, keys);
-      for (int64_t h = 0; h < heads; ++h) Softmax(sc + h * keys, keys);
-      GemmF32(heads, d.kvl, keys, 1.0f, sc, keys, ctx, d.kvd, /*b_transposed=*/false,
-              ol + i * d.kvl, n * d.kvl);
+      AttendRows(qc + i * heads * d.kvd, heads, d.kvd, runs, d.scale, d.kvl, probs,
+                 ol + i * d.kvl, n * d.kvl);
     }
     // Out of latent space, head by head.
     for (int64_t h = 0; h < heads; ++h) {
