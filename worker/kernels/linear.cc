@@ -1166,17 +1166,14 @@ void PackInto(LinearWeight* w, uint8_t* out) {
 
 }  // namespace
 
-void PackPanels(LinearWeight* w, std::vector<uint8_t>* storage) {
-  PackPanelsContiguous({w, 1}, storage);
-}
+void PackPanels(LinearWeight* w, WeightArena* arena) { PackPanelsContiguous({w, 1}, arena); }
 
-void PackPanelsContiguous(std::span<LinearWeight> weights, std::vector<uint8_t>* storage) {
+void PackPanelsContiguous(std::span<LinearWeight> weights, WeightArena* arena) {
   int64_t total = 0;
   for (const LinearWeight& w : weights) total += Packable(w) ? PackedBytes(w) : 0;
   if (total == 0) return;
-  storage->assign(static_cast<size_t>(total + 64), 0);  // zeros: the padding
-  uint8_t* out = reinterpret_cast<uint8_t*>(
-      (reinterpret_cast<uintptr_t>(storage->data()) + 63) / 64 * 64);  // 64-byte loads
+  uint8_t* out = arena->Allocate(static_cast<size_t>(total));  // zeroed (the padding), aligned
+  if (out == nullptr) return;  // no memory to pack into: the row-major kernels serve the weights
   for (LinearWeight& w : weights) {
     if (!Packable(w)) continue;
     PackInto(&w, out);

@@ -7,6 +7,7 @@
 
 #include "worker/kernels/dtype.h"
 #include "worker/kernels/simd.h"
+#include "worker/kernels/weight_arena.h"
 
 namespace epinfer {
 
@@ -40,19 +41,19 @@ struct LinearWeight {
 // Rows per panel of PackPanels' layout.
 inline constexpr int64_t kPanelRows = 32;
 
-// Re-lays a BF16 or FP8 weight out for the AVX-512 panel kernels, into `storage` (which must
-// outlive the weight), and points w->panels at it: panels of kPanelRows rows (the last
+// Re-lays a BF16 or FP8 weight out for the AVX-512 panel kernels, into memory from `arena` (which
+// must outlive the weight; huge pages, see weight_arena.h), and points w->panels at it: panels of kPanelRows rows (the last
 // zero-padded). BF16: for each column k, the panel's 32 values in 64 bytes, 32-bit lane j holding
 // row j in its low half and row 16 + j in its high half, so one load and two bit operations give
 // two 16-row fp32 vectors. FP8 (needs VBMI): columns in pairs, 64 bytes per pair, in the order
 // the table-lookup conversion emits. Either way the kernel multiplies whole weight vectors by
 // broadcast tokens: no per-row horizontal sums, and each converted vector serves up to 12 (BF16)
 // or 8 (FP8) tokens. Does nothing for other dtypes or where the CPU lacks the instructions (the
-// row-major kernels serve those).
-void PackPanels(LinearWeight* w, std::vector<uint8_t>* storage);
+// row-major kernels serve those), or where the arena cannot map the memory.
+void PackPanels(LinearWeight* w, WeightArena* arena);
 // PackPanels for several weights into one buffer, one after another in order: products that run
 // one after another (a head group's per-head weights) then read one stream of memory.
-void PackPanelsContiguous(std::span<LinearWeight> weights, std::vector<uint8_t>* storage);
+void PackPanelsContiguous(std::span<LinearWeight> weights, WeightArena* arena);
 
 // y[n, w.rows] = x[n, w.cols] · Wᵀ, fp32 activations and accumulation. Small n (decode) streams
 // the weight once per group of tokens with SIMD conversion (AVX-512 / AVX2 / scalar, chosen at

@@ -47,12 +47,13 @@ int main(int argc, char** argv) {
     }
     epinfer::RandomWeight w = epinfer::MakeRandomWeight(dtype, rows, cols, 7);
     const int copies = absl::GetFlag(FLAGS_copies);
-    std::vector<std::vector<uint8_t>> bytes(copies), packed(copies);
+    std::vector<std::vector<uint8_t>> bytes(copies);
+    epinfer::WeightArena packed;  // as the model loader packs: huge pages, copies back to back
     std::vector<epinfer::LinearWeight> weights(copies, w.w);
     for (int i = 0; i < copies; ++i) {
       bytes[i] = w.bytes;
       weights[i].data = bytes[i].data();
-      if (absl::GetFlag(FLAGS_panels)) epinfer::PackPanels(&weights[i], &packed[i]);
+      if (absl::GetFlag(FLAGS_panels)) epinfer::PackPanels(&weights[i], &packed);
     }
     for (absl::string_view t : absl::StrSplit(absl::GetFlag(FLAGS_tokens), ',')) {
       int64_t n = 0;

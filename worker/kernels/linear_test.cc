@@ -31,7 +31,7 @@ TEST_P(MatMulTest, MatchesTheDoublePrecisionProductOfTheDecodedWeight) {
   const char* best = SimdLevel();
   if (!SetSimdLevel(c.simd)) GTEST_SKIP() << "this CPU lacks " << c.simd;
   Stored s = MakeWeight(c.dtype, c.rows, c.cols, 7);
-  std::vector<uint8_t> packed;
+  WeightArena packed;
   if (c.panels) {
     PackPanels(&s.w, &packed);
     ASSERT_NE(s.w.panels, nullptr);
@@ -222,7 +222,7 @@ TEST_P(SimdTest, PackedPanelsGiveTheSameProductsEverywhere) {
     SCOPED_TRACE(DTypeName(dtype));
     Stored s = MakeWeight(dtype, 150, 270, 41);
     Stored other = MakeWeight(DType::kF32, 33, 270, 42);
-    std::vector<uint8_t> packed;
+    WeightArena packed;
     PackPanels(&s.w, &packed);
     EXPECT_EQ(s.w.panels != nullptr, ActiveSimd() >= (dtype == DType::kBF16 ? Simd::kAvx512
                                                                              : Simd::kAvx512Vbmi));
@@ -267,7 +267,7 @@ TEST_P(SimdTest, ContiguousPanelsGiveTheSameProducts) {
   const int64_t firsts[] = {0, 0, 10, 128};
   const Stored* owners[] = {&bf16, &f32, &fp8, &fp8};
   for (LinearWeight& w : ws) w.panels = nullptr;
-  std::vector<uint8_t> storage;
+  WeightArena storage;
   PackPanelsContiguous(ws, &storage);
   const bool avx512 = ActiveSimd() >= Simd::kAvx512, vbmi = ActiveSimd() >= Simd::kAvx512Vbmi;
   EXPECT_EQ(ws[0].panels != nullptr, avx512);
@@ -296,7 +296,7 @@ TEST_P(SimdTest, Fp8NanCodesPoisonExactlyTheOutputsTheyFeed) {
     s.bytes[7 * 300 + 211] = 0x7f;  // +NaN in row 7, column 211
     s.bytes[30 * 300 + 5] = 0xff;   // -NaN in row 30, column 5
     s.bytes[12 * 300 + 290] = 0x7f;  // +NaN in row 12's last partial chunk (column 290)
-    std::vector<uint8_t> packed;
+    WeightArena packed;
     if (panels) PackPanels(&s.w, &packed);  // after the NaN codes are in (where VBMI packs)
     for (int64_t n : {1, 2, 5, 8, 20, 70, 100}) {
       std::vector<float> xn = RandomVector(n * 300, 6), yn(static_cast<size_t>(n * 40));

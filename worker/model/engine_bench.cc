@@ -32,6 +32,7 @@
 #include "common/status_macros.h"
 #include "worker/comm/communicator.h"
 #include "worker/kernels/linear.h"
+#include "worker/kernels/weight_arena.h"
 #include "worker/model/make_model.h"
 #include "worker/model/model.h"
 
@@ -160,14 +161,18 @@ float SumScalar(const float* p, int64_t n) {
 double ReadBandwidth(int threads) {
   constexpr int64_t kBytes = int64_t{1} << 30;
   const int64_t n = kBytes / sizeof(float);
-  struct Free {
-    void operator()(float* p) const { std::free(p); }
-  };
-  static std::unique_ptr<float, Free> buffer;
-  if (!buffer) {
-    buffer.reset(static_cast<float*>(std::aligned_alloc(64, kBytes)));
+  // In the memory the packed weights live in (WeightArena: huge pages where the kernel grants
+  // them), so the bound and the weight streams it bounds walk the same pages.
+  static WeightArena arena;
+  static float* buffer = nullptr;
+  if (buffer == nullptr) {
+    buffer = reinterpret_cast<float*>(arena.Allocate(kBytes));
+    if (buffer == nullptr) {
+      std::fprintf(stderr, "engine_bench: cannot map %lld bytes\n", static_cast<long long>(kBytes));
+      std::exit(1);
+    }
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; ++i) buffer.get()[i] = 1.0f;
+    for (int64_t i = 0; i < n; ++i) buffer[i] = 1.0f;
   }
   auto sum = ActiveSimd() >= Simd::kAvx512 ? SumAvx512
              : ActiveSimd() == Simd::kAvx2 ? SumAvx2
@@ -180,7 +185,7 @@ double ReadBandwidth(int threads) {
 #pragma omp parallel num_threads(threads) reduction(+ : total)
     {
       const int64_t chunk = n / omp_get_num_threads() / 64 * 64;
-      total += sum(buffer.get() + omp_get_thread_num() * chunk, chunk);
+      total += sum(buffer + omp_get_thread_num() * chunk, chunk);
     }
     best = std::min(best, Seconds(start));
     sink = sink + total;

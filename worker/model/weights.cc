@@ -106,12 +106,8 @@ class WeightReader {
     return out;
   }
 
-  // Panel-packs the weights one after another (PackPanelsContiguous) into a buffer of `owned`.
-  void Pack(std::span<LinearWeight> ws) {
-    std::vector<uint8_t> packed;
-    PackPanelsContiguous(ws, &packed);
-    if (!packed.empty()) weights_.owned.push_back(std::move(packed));  // buffer moves along
-  }
+  // Panel-packs the weights one after another (PackPanelsContiguous) into `packed`.
+  void Pack(std::span<LinearWeight> ws) { PackPanelsContiguous(ws, &weights_.packed); }
 
   // A vector (norm weight, bias) of `size` values as f32.
   absl::StatusOr<std::vector<float>> Vector(const std::string& name, int64_t size) {

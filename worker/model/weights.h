@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "worker/kernels/linear.h"
+#include "worker/kernels/weight_arena.h"
 #include "worker/model/config.h"
 #include "worker/model/placement.h"
 #include "worker/model/safetensors.h"
@@ -63,14 +64,16 @@ struct LayerWeights {
 // Every parameter a rank holds. Tensors stay in the checkpoint's memory map, in their stored
 // dtype (F32, BF16, F8_E4M3 + scales); F16 and misaligned tensors are converted/copied into
 // `owned`. Norm vectors and biases are converted to f32. On AVX-512 CPUs the BF16 weights of
-// products (and FP8 ones where the CPU has VBMI) also get a panel-packed copy in `owned`, in the
-// same dtype (LinearWeight::panels), which the kernels read instead of the mapped bytes.
+// products (and FP8 ones where the CPU has VBMI) also get a panel-packed copy in `packed` (huge
+// pages), in the same dtype (LinearWeight::panels), which the kernels read instead of the mapped
+// bytes.
 struct ModelWeights {
   LinearWeight embed_tokens;  // [vocab_size, hidden_size]
   std::vector<LayerWeights> layers;
   std::vector<float> norm;    // f32 [hidden_size]
   LinearWeight lm_head;       // [vocab_size, hidden_size]
   std::deque<std::vector<uint8_t>> owned;
+  WeightArena packed;
 };
 
 // Loads what `rank` needs under `placement`: all non-expert weights and, at each MoE layer, only
