@@ -1273,67 +1273,177 @@ void MatMul(const float* x, int64_t n, const LinearWeight& w, float* y) {
   for (int64_t r0 = 0; r0 < w.rows; r0 += panel_rows) rows(r0);
 }
 
-void MatMulBatch(std::span<const MatMulJob> jobs) {
-  // Decode-sized jobs as 16-row chunks in job order, weighted by the bytes they stream.
+namespace {
+
+// A batch's decode-sized jobs as chunks in job order (a panel, or kStreamChunkRows rows each),
+// weighted by the bytes they stream, for slices of equal cost; its prefill-sized jobs run whole
+// through MatMul while it is built.
+struct BatchChunks {
   struct Chunk {
-    const MatMulJob* job;
-    const StreamInput* in;
+    size_t job;
     int64_t r0, r1;
   };
-  std::vector<StreamInput> inputs(jobs.size());
-  // Kept per calling thread across calls (a decode step makes ~15 batches of ~200 chunks each),
-  // and named by references, which the parallel region shares: inside it a thread_local name
-  // would be each worker's own, empty, vector.
-  thread_local std::vector<Chunk> chunk_storage;
-  thread_local std::vector<int64_t> end_storage;
-  std::vector<Chunk>& chunks = chunk_storage;
-  std::vector<int64_t>& ends = end_storage;  // cumulative bytes at each chunk's end
-  chunks.clear();
-  ends.clear();
+  std::vector<StreamInput> inputs;  // by job
+  std::vector<Chunk> chunks;
+  std::vector<int64_t> ends;  // cumulative bytes at each chunk's end
   int64_t total = 0;
-  for (size_t j = 0; j < jobs.size(); ++j) {
-    const MatMulJob& job = jobs[j];
-    if (job.n <= 0 || job.w->rows <= 0) continue;
-    if (job.n > kStreamMaxTokens) {
-      MatMul(job.x, job.n, *job.w, job.y);
-      continue;
-    }
-    // The panel kernels read x as it is; the others may want it reordered (MakeStreamInput).
-    inputs[j] = UsePanels(*job.w) ? StreamInput{job.x, job.n, job.w, 0, {}}
-                                  : MakeStreamInput(job.x, job.n, *job.w);
-    // What a chunk costs: its bytes, times the passes over them (4 tokens per pass of the row
-    // kernels; the panel kernel's 12-token passes run from cache after the first).
-    const bool panels = job.w->panels != nullptr;
-    const int64_t row_bytes = job.w->cols * DTypeSize(job.w->dtype) *
-                              (panels ? 1 + (job.n - 1) / 8 : 1 + (job.n - 1) / 4);
-    const int64_t chunk_rows = panels ? kPanelRows : kStreamChunkRows;
-    for (int64_t r0 = 0; r0 < job.w->rows; r0 += chunk_rows) {
-      const int64_t r1 = std::min(r0 + chunk_rows, job.w->rows);
-      chunks.push_back({&job, &inputs[j], r0, r1});
-      total += (r1 - r0) * row_bytes;
-      ends.push_back(total);
+
+  void Build(std::span<const MatMulJob> jobs) {
+    inputs.clear();
+    inputs.resize(jobs.size());
+    chunks.clear();
+    ends.clear();
+    total = 0;
+    for (size_t j = 0; j < jobs.size(); ++j) {
+      const MatMulJob& job = jobs[j];
+      if (job.n <= 0 || job.w->rows <= 0) continue;
+      if (job.n > kStreamMaxTokens) {
+        MatMul(job.x, job.n, *job.w, job.y);
+        continue;
+      }
+      // The panel kernels read x as it is; the others may want it reordered (MakeStreamInput).
+      inputs[j] = UsePanels(*job.w) ? StreamInput{job.x, job.n, job.w, 0, {}}
+                                    : MakeStreamInput(job.x, job.n, *job.w);
+      // What a chunk costs: its bytes, times the passes over them (4 tokens per pass of the row
+      // kernels; the panel kernel's 12-token passes run from cache after the first).
+      const bool panels = job.w->panels != nullptr;
+      const int64_t row_bytes = job.w->cols * DTypeSize(job.w->dtype) *
+                                (panels ? 1 + (job.n - 1) / 8 : 1 + (job.n - 1) / 4);
+      const int64_t chunk_rows = panels ? kPanelRows : kStreamChunkRows;
+      for (int64_t r0 = 0; r0 < job.w->rows; r0 += chunk_rows) {
+        const int64_t r1 = std::min(r0 + chunk_rows, job.w->rows);
+        chunks.push_back({j, r0, r1});
+        total += (r1 - r0) * row_bytes;
+        ends.push_back(total);
+      }
     }
   }
-  if (chunks.empty()) return;
-  if (!ParallelWorthwhile(total)) {
-    for (const Chunk& c : chunks) StreamRows(*c.in, c.job->n, *c.job->w, c.job->y, c.r0, c.r1);
+
+  void Run(std::span<const MatMulJob> jobs, const Chunk& c) const {
+    const MatMulJob& job = jobs[c.job];
+    StreamRows(inputs[c.job], job.n, *job.w, job.y, c.r0, c.r1);
+  }
+
+  // The chunks of slice `slice` of `slices` equal shares of the bytes: [first, last).
+  std::pair<size_t, size_t> Slice(int64_t slice, int64_t slices) const {
+    const int64_t lo = total * slice / slices, hi = total * (slice + 1) / slices;
+    const size_t first = static_cast<size_t>(std::upper_bound(ends.begin(), ends.end(), lo) -
+                                             ends.begin());
+    size_t last = first;
+    while (last < chunks.size() && ends[last] <= hi) ++last;
+    return {first, last};
+  }
+};
+
+// Per calling thread, reused across calls (a decode step makes ~15 batches of ~200 chunks each).
+// Callers name them through references, which a parallel region shares: inside the region a
+// thread_local name would be each worker's own, empty, copy.
+BatchChunks& ThreadBatch(int which) {
+  thread_local BatchChunks batches[2];
+  return batches[which];
+}
+
+}  // namespace
+
+void MatMulBatch(std::span<const MatMulJob> jobs) {
+  BatchChunks& batch = ThreadBatch(0);
+  batch.Build(jobs);
+  if (batch.chunks.empty()) return;
+  if (!ParallelWorthwhile(batch.total)) {
+    for (const auto& c : batch.chunks) batch.Run(jobs, c);
     return;
   }
   const int threads = KernelThreads();
   SliceQueue queue(threads, kSlicesPerThread);
 #pragma omp parallel
   {
-    // The bytes in kSlicesPerThread × threads slices of consecutive chunks (SliceQueue): each
-    // thread streams through its own run of slices, then helps the others with theirs.
+    // kSlicesPerThread × threads slices of consecutive chunks (SliceQueue): each thread streams
+    // through its own run of slices, then helps the others with theirs.
     const int64_t slices = threads * kSlicesPerThread;
     for (int64_t slice = queue.Next(omp_get_thread_num()); slice >= 0;
          slice = queue.Next(omp_get_thread_num())) {
-      const int64_t lo = total * slice / slices, hi = total * (slice + 1) / slices;
-      auto first = std::upper_bound(ends.begin(), ends.end(), lo);
-      for (size_t i = static_cast<size_t>(first - ends.begin()); i < chunks.size() && ends[i] <= hi;
-           ++i) {
-        const MatMulJob& job = *chunks[i].job;
-        StreamRows(*chunks[i].in, job.n, *job.w, job.y, chunks[i].r0, chunks[i].r1);
+      const auto [first, last] = batch.Slice(slice, slices);
+      for (size_t i = first; i < last; ++i) batch.Run(jobs, batch.chunks[i]);
+    }
+  }
+}
+
+void MatMulBatchThen(std::span<const MatMulJob> first, std::span<const MatMulJob> second,
+                     std::span<const std::vector<size_t>> after,
+                     const std::function<void(size_t)>& ready) {
+  // One region only where every product is decode-sized and `second` runs on the panel kernels,
+  // which read x only when they multiply (the others copy it when their input is prepared, which
+  // here would be before ready() wrote it); otherwise the plain sequence.
+  bool fused = after.size() == second.size();
+  int64_t work = 0;
+  for (const MatMulJob& job : first) {
+    fused = fused && job.n <= kStreamMaxTokens;
+    work += std::max<int64_t>(job.n, 0) * job.w->rows * job.w->cols;
+  }
+  for (const MatMulJob& job : second) {
+    fused = fused && job.n <= kStreamMaxTokens && (job.n <= 0 || UsePanels(*job.w));
+    work += std::max<int64_t>(job.n, 0) * job.w->rows * job.w->cols;
+  }
+  if (!fused || !ParallelWorthwhile(work)) {
+    MatMulBatch(first);
+    for (size_t j = 0; j < second.size(); ++j) ready(j);
+    MatMulBatch(second);
+    return;
+  }
+  BatchChunks& one = ThreadBatch(0);
+  BatchChunks& two = ThreadBatch(1);
+  one.Build(first);
+  two.Build(second);
+  // Chunks left per first product; first products left per second product; which second
+  // products wait on each first one.
+  std::vector<std::atomic<int64_t>> chunks_left(first.size());
+  for (const auto& c : one.chunks) chunks_left[c.job].fetch_add(1, std::memory_order_relaxed);
+  std::vector<std::vector<size_t>> dependents(first.size());
+  std::vector<std::atomic<int64_t>> waiting_on(second.size());
+  std::vector<std::atomic<bool>> go(second.size());
+  for (size_t j = 0; j < second.size(); ++j) {
+    int64_t pending = 0;
+    for (size_t i : after[j]) {
+      if (i < first.size() && chunks_left[i].load(std::memory_order_relaxed) > 0) {
+        dependents[i].push_back(j);
+        ++pending;
+      }
+    }
+    waiting_on[j].store(pending, std::memory_order_relaxed);
+    if (pending == 0) {  // nothing to wait for
+      ready(j);
+      go[j].store(true, std::memory_order_relaxed);
+    }
+  }
+  const int threads = KernelThreads();
+  SliceQueue queue_one(threads, kSlicesPerThread), queue_two(threads, kSlicesPerThread);
+#pragma omp parallel
+  {
+    const int me = omp_get_thread_num();
+    const int64_t slices = threads * kSlicesPerThread;
+    for (int64_t slice = queue_one.Next(me); slice >= 0; slice = queue_one.Next(me)) {
+      const auto [begin, end] = one.Slice(slice, slices);
+      for (size_t c = begin; c < end; ++c) {
+        one.Run(first, one.chunks[c]);
+        // The thread that finishes a first product's last chunk releases the second products
+        // that waited only on it, after ready() (acq_rel: every chunk's writes come before).
+        const size_t i = one.chunks[c].job;
+        if (chunks_left[i].fetch_sub(1, std::memory_order_acq_rel) != 1) continue;
+        for (size_t j : dependents[i]) {
+          if (waiting_on[j].fetch_sub(1, std::memory_order_acq_rel) != 1) continue;
+          ready(j);
+          go[j].store(true, std::memory_order_release);
+        }
+      }
+    }
+    // Every first chunk is now taken by a thread that runs it without waiting, so each wait
+    // below ends once that thread gets there.
+    for (int64_t slice = queue_two.Next(me); slice >= 0; slice = queue_two.Next(me)) {
+      const auto [begin, end] = two.Slice(slice, slices);
+      for (size_t c = begin; c < end; ++c) {
+        const size_t j = two.chunks[c].job;
+        while (!go[j].load(std::memory_order_acquire)) _mm_pause();
+        two.Run(second, two.chunks[c]);
       }
     }
   }

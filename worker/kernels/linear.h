@@ -2,6 +2,7 @@
 #define EPINFER_WORKER_KERNELS_LINEAR_H_
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -75,6 +76,16 @@ struct MatMulJob {
 // kv_a, gate beside up) cost one fork/join together instead of one each. Jobs with n above the
 // streaming limit run one after another as MatMul.
 void MatMulBatch(std::span<const MatMulJob> jobs);
+
+// MatMulBatch(first), then ready(j) for each j, then MatMulBatch(second), where second[j] reads
+// only what the first products listed in after[j] (indices into first) wrote and what ready(j)
+// makes of it (an MLP: gate and up, SiLU(gate) · up, down). Decode-sized batches run in one
+// parallel region: ready(j) runs on the thread that finishes the last chunk of j's first
+// products, and second[j] starts then, not after all of `first` at a join. ready() may run on any
+// thread, at most once per j, and must touch only j's data.
+void MatMulBatchThen(std::span<const MatMulJob> first, std::span<const MatMulJob> second,
+                     std::span<const std::vector<size_t>> after,
+                     const std::function<void(size_t)>& ready);
 
 // y[n, w.cols] = x[n, w.rows] · W, the product with the weight untransposed (absorbed MLA's
 // q_nope · W_UK where no transposed copy of W_UK exists). Reads W once for every group of up to

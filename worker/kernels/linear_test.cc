@@ -1,5 +1,6 @@
 #include "worker/kernels/linear.h"
 
+#include <atomic>
 #include <cmath>
 #include <random>
 #include <string>
@@ -211,6 +212,74 @@ TEST_P(SimdTest, BatchedProductsEqualTheirReferences) {
   ExpectProduct(a, a.w, 0, xa, 2, ya);
   ExpectProduct(b, b.w, 0, xb, 5, yb);
   ExpectProduct(c, c.w, 0, xc, 20, yc);
+}
+
+// MatMulBatchThen on three MLPs (gate, up → SiLU(gate) · up → down) of 1-3 tokens beside a
+// product nothing waits for, and an MLP of no tokens: every product equals its double-precision
+// reference, ready() runs exactly once per down product and before it (each down product reads
+// what ready() wrote). Packed weights take the one-region path where the CPU has the panel
+// kernels; the others run the plain sequence.
+TEST_P(SimdTest, DependentBatchesEqualTheirReferences) {
+  for (DType dtype : {DType::kBF16, DType::kF8E4M3}) {
+    SCOPED_TRACE(DTypeName(dtype));
+    constexpr int64_t kHidden = 300, kInter = 160;
+    constexpr int kMlps = 4;
+    const int64_t tokens[kMlps] = {1, 3, 0, 2};
+    WeightArena arena;
+    std::vector<Stored> gates, ups, downs;
+    for (int m = 0; m < kMlps; ++m) {
+      gates.push_back(MakeWeight(dtype, kInter, kHidden, 50 + m));
+      ups.push_back(MakeWeight(dtype, kInter, kHidden, 60 + m));
+      downs.push_back(MakeWeight(dtype, kHidden, kInter, 70 + m));
+    }
+    Stored other = MakeWeight(dtype, 96, kHidden, 80);
+    for (auto* list : {&gates, &ups, &downs}) {
+      for (Stored& st : *list) PackPanels(&st.w, &arena);
+    }
+    PackPanels(&other.w, &arena);
+    std::vector<std::vector<float>> x(kMlps), g(kMlps), u(kMlps), act(kMlps), y(kMlps);
+    const std::vector<float> x_other = RandomVector(kHidden, 90);
+    std::vector<float> y_other(96);
+    std::vector<MatMulJob> first = {{x_other.data(), 1, &other.w, y_other.data()}}, second;
+    std::vector<std::vector<size_t>> after;
+    std::vector<int> mlp_of;
+    for (int m = 0; m < kMlps; ++m) {
+      x[m] = RandomVector(tokens[m] * kHidden, 91 + m);
+      // Small inputs keep the down products' terms near their sums, where ExpectProduct's
+      // tolerance (relative to the sum) is meant to apply.
+      for (float& v : x[m]) v *= 0.05f;
+      g[m].resize(static_cast<size_t>(tokens[m] * kInter));
+      u[m].resize(g[m].size());
+      act[m].assign(g[m].size(), 0.0f);
+      y[m].resize(static_cast<size_t>(tokens[m] * kHidden));
+      after.push_back({first.size(), first.size() + 1});
+      first.push_back({x[m].data(), tokens[m], &gates[m].w, g[m].data()});
+      first.push_back({x[m].data(), tokens[m], &ups[m].w, u[m].data()});
+      second.push_back({act[m].data(), tokens[m], &downs[m].w, y[m].data()});
+      mlp_of.push_back(m);
+    }
+    std::vector<std::atomic<int>> calls(second.size());
+    MatMulBatchThen(first, second, after, [&](size_t j) {
+      calls[j].fetch_add(1);
+      const int m = mlp_of[j];
+      for (size_t i = 0; i < act[m].size(); ++i) {
+        act[m][i] = g[m][i] / (1.0f + std::exp(-g[m][i])) * u[m][i];
+      }
+    });
+    ExpectProduct(other, other.w, 0, x_other, 1, y_other);
+    for (int m = 0; m < kMlps; ++m) {
+      SCOPED_TRACE(m);
+      EXPECT_EQ(calls[m].load(), 1);
+      if (tokens[m] == 0) continue;
+      ExpectProduct(gates[m], gates[m].w, 0, x[m], tokens[m], g[m]);
+      ExpectProduct(ups[m], ups[m].w, 0, x[m], tokens[m], u[m]);
+      for (size_t i = 0; i < act[m].size(); ++i) {
+        const double want = g[m][i] / (1.0 + std::exp(-static_cast<double>(g[m][i]))) * u[m][i];
+        ASSERT_NEAR(act[m][i], want, 1e-5 * (std::fabs(want) + 1e-3)) << i;
+      }
+      ExpectProduct(downs[m], downs[m].w, 0, act[m], tokens[m], y[m]);
+    }
+  }
 }
 
 // Packed BF16 and FP8 weights in every place a weight goes: row views on and off a panel boundary (off

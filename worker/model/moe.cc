@@ -18,34 +18,33 @@ void RunMlp(const MlpWeights& w, const float* x, int64_t n, float* y) {
 }
 
 void RunMlps(absl::Span<const MlpJob> jobs, absl::Span<const MatMulJob> alongside) {
-  // gate and up of every MLP in one MatMulBatch, SiLU(gate) · up over all of them at once, then
-  // every down product in a second batch: two parallel regions however many experts, where one
-  // per product cost each decode step dozens of fork/joins and their load imbalance.
+  // gate and up of every MLP (and the `alongside` products) in one batch, then every down product,
+  // each as soon as its own MLP's gate and up are done and SiLU(gate) · up is taken
+  // (MatMulBatchThen): at decode one parallel region however many experts, where one per product
+  // cost each step dozens of fork/joins and their load imbalance.
   std::vector<int64_t> offset(jobs.size() + 1, 0);
   for (size_t j = 0; j < jobs.size(); ++j) {
     offset[j + 1] = offset[j] + jobs[j].n * jobs[j].w->gate_proj.rows;
   }
-  if (offset.back() == 0) {
-    MatMulBatch(std::span<const MatMulJob>(alongside.data(), alongside.size()));
-    return;
-  }
   std::vector<float> gate(static_cast<size_t>(offset.back())), up(gate.size());
-  std::vector<MatMulJob> products(alongside.begin(), alongside.end());
-  products.reserve(alongside.size() + 2 * jobs.size());
+  std::vector<MatMulJob> first(alongside.begin(), alongside.end()), second;
+  std::vector<std::vector<size_t>> after;
+  std::vector<size_t> mlp_of;  // the MLP of each down product
+  first.reserve(alongside.size() + 2 * jobs.size());
   for (size_t j = 0; j < jobs.size(); ++j) {
     const MlpJob& m = jobs[j];
     if (m.n == 0) continue;
-    products.push_back({m.x, m.n, &m.w->gate_proj, gate.data() + offset[j]});
-    products.push_back({m.x, m.n, &m.w->up_proj, up.data() + offset[j]});
+    after.push_back({first.size(), first.size() + 1});
+    first.push_back({m.x, m.n, &m.w->gate_proj, gate.data() + offset[j]});
+    first.push_back({m.x, m.n, &m.w->up_proj, up.data() + offset[j]});
+    second.push_back({gate.data() + offset[j], m.n, &m.w->down_proj, m.y});
+    mlp_of.push_back(j);
   }
-  MatMulBatch(products);
-  SiluMul(gate.data(), up.data(), offset.back(), gate.data());
-  products.clear();
-  for (size_t j = 0; j < jobs.size(); ++j) {
-    const MlpJob& m = jobs[j];
-    if (m.n > 0) products.push_back({gate.data() + offset[j], m.n, &m.w->down_proj, m.y});
-  }
-  MatMulBatch(products);
+  MatMulBatchThen(first, second, after, [&](size_t d) {
+    const size_t j = mlp_of[d];
+    SiluMul(gate.data() + offset[j], up.data() + offset[j], offset[j + 1] - offset[j],
+            gate.data() + offset[j]);
+  });
 }
 
 DispatchLayout BuildDispatchLayout(const int32_t* experts, const float* weights,
