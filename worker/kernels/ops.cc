@@ -171,35 +171,65 @@ EPINFER_TARGET_AVX512 void SoftmaxAvx512(float* x, int64_t count) {
 // the score kernel (16 of the 32 registers), two output vectors per head in the output kernel.
 constexpr int kAttendHeads = 8;
 
-// scores[h * lds + r] = scale · q[h] · rows[r] for H heads and `count` rows of `dim` values: each
-// row is loaded once for all H heads; even and odd 16-value chunks add into separate
-// accumulators, so that few heads still keep enough FMAs in flight.
+// Lane i of the result: the sum of v[i]'s 16 lanes, for 16 vectors at once (a transposing add
+// tree: 45 instructions where 16 separate reductions take ~130).
+EPINFER_TARGET_AVX512 inline __m512 Reduce16(const __m512 (&v)[16]) {
+  __m512 a[8], b[4];
+  for (int i = 0; i < 8; ++i) {  // per 128-bit lane: [x0+x2, y0+y2, x1+x3, y1+y3]
+    a[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]),
+                         _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+  }
+  for (int i = 0; i < 4; ++i) {  // per 128-bit lane: the lane's sums of v[4i .. 4i + 3]
+    b[i] = _mm512_add_ps(_mm512_shuffle_ps(a[2 * i], a[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_ps(a[2 * i], a[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  }
+  // Across the four 128-bit lanes: lane i ends up holding b[i]'s totals.
+  const __m512 d01 = _mm512_add_ps(_mm512_shuffle_f32x4(b[0], b[1], 0x44),
+                                   _mm512_shuffle_f32x4(b[0], b[1], 0xEE));
+  const __m512 d23 = _mm512_add_ps(_mm512_shuffle_f32x4(b[2], b[3], 0x44),
+                                   _mm512_shuffle_f32x4(b[2], b[3], 0xEE));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(d01, d23, 0x88), _mm512_shuffle_f32x4(d01, d23, 0xDD));
+}
+
+// scores[h * lds + r] = scale · q[h] · rows[r] for H heads and `count` rows of `dim` values: K
+// rows at a time against all H heads, K·H ≤ 16 accumulators (each 16-value chunk of a row and of
+// a query loaded once per tile), reduced together by Reduce16; the last count % K rows one by one.
 template <int H>
 EPINFER_TARGET_AVX512 void ScoreRowsAvx512(const float* q, int64_t dim, const float* rows,
                                            int64_t count, float scale, float* scores,
                                            int64_t lds) {
-  for (int64_t r = 0; r < count; ++r) {
-    const float* row = rows + r * dim;
-    __m512 acc[2][H];
-    for (int h = 0; h < H; ++h) acc[0][h] = acc[1][h] = _mm512_setzero_ps();
-    int64_t c = 0;
-    for (; c + 32 <= dim; c += 32) {
-      const __m512 k0 = _mm512_loadu_ps(row + c), k1 = _mm512_loadu_ps(row + c + 16);
-      for (int h = 0; h < H; ++h) {
-        acc[0][h] = _mm512_fmadd_ps(_mm512_loadu_ps(q + h * dim + c), k0, acc[0][h]);
-        acc[1][h] = _mm512_fmadd_ps(_mm512_loadu_ps(q + h * dim + c + 16), k1, acc[1][h]);
+  constexpr int K = std::min(8, 16 / H);
+  int64_t r = 0;
+  for (; r + K <= count; r += K) {
+    __m512 acc[16];
+    for (int i = 0; i < 16; ++i) acc[i] = _mm512_setzero_ps();
+    for (int64_t c = 0; c < dim; c += 16) {
+      const __mmask16 m = Lanes(std::min<int64_t>(16, dim - c));
+      __m512 qv[H];
+      for (int h = 0; h < H; ++h) qv[h] = _mm512_maskz_loadu_ps(m, q + h * dim + c);
+      for (int k = 0; k < K; ++k) {
+        const __m512 row = _mm512_maskz_loadu_ps(m, rows + (r + k) * dim + c);
+        for (int h = 0; h < H; ++h) acc[k * H + h] = _mm512_fmadd_ps(qv[h], row, acc[k * H + h]);
       }
     }
-    for (; c < dim; c += 16) {
+    alignas(64) float sums[16];
+    _mm512_store_ps(sums, _mm512_mul_ps(Reduce16(acc), _mm512_set1_ps(scale)));
+    for (int k = 0; k < K; ++k) {
+      for (int h = 0; h < H; ++h) scores[h * lds + r + k] = sums[k * H + h];
+    }
+  }
+  for (; r < count; ++r) {
+    const float* row = rows + r * dim;
+    __m512 acc[H];
+    for (int h = 0; h < H; ++h) acc[h] = _mm512_setzero_ps();
+    for (int64_t c = 0; c < dim; c += 16) {
       const __mmask16 m = Lanes(std::min<int64_t>(16, dim - c));
       const __m512 k = _mm512_maskz_loadu_ps(m, row + c);
       for (int h = 0; h < H; ++h) {
-        acc[0][h] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + h * dim + c), k, acc[0][h]);
+        acc[h] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + h * dim + c), k, acc[h]);
       }
     }
-    for (int h = 0; h < H; ++h) {
-      scores[h * lds + r] = scale * _mm512_reduce_add_ps(_mm512_add_ps(acc[0][h], acc[1][h]));
-    }
+    for (int h = 0; h < H; ++h) scores[h * lds + r] = scale * _mm512_reduce_add_ps(acc[h]);
   }
 }
 
