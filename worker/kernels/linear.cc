@@ -1234,7 +1234,7 @@ void MatMul(const float* x, int64_t n, const LinearWeight& w, float* y) {
     const int64_t per_thread = std::max<int64_t>(1, std::min(runs_per_thread, panels / threads));
     const int64_t tasks = threads * per_thread;
     SliceQueue queue(threads, per_thread);
-#pragma omp parallel if (parallel)
+#pragma omp parallel
     for (int64_t task = queue.Next(omp_get_thread_num()); task >= 0;
          task = queue.Next(omp_get_thread_num())) {
       const int64_t r0 = panels * task / tasks * kPanelRows;
@@ -1324,14 +1324,20 @@ struct BatchChunks {
     StreamRows(inputs[c.job], job.n, *job.w, job.y, c.r0, c.r1);
   }
 
-  // The chunks of slice `slice` of `slices` equal shares of the bytes: [first, last).
-  std::pair<size_t, size_t> Slice(int64_t slice, int64_t slices) const {
-    const int64_t lo = total * slice / slices, hi = total * (slice + 1) / slices;
-    const size_t first = static_cast<size_t>(std::upper_bound(ends.begin(), ends.end(), lo) -
-                                             ends.begin());
-    size_t last = first;
-    while (last < chunks.size() && ends[last] <= hi) ++last;
-    return {first, last};
+  // f(c) for each chunk index c of the slices `queue` hands thread `me`: kSlicesPerThread ×
+  // threads slices of consecutive chunks, equal shares of the bytes. Each thread streams
+  // through its own run of slices, then helps the others with theirs (SliceQueue).
+  template <class F>
+  void ForEachChunk(SliceQueue& queue, int me, int threads, const F& f) const {
+    const int64_t slices = threads * kSlicesPerThread;
+    for (int64_t slice = queue.Next(me); slice >= 0; slice = queue.Next(me)) {
+      const int64_t lo = total * slice / slices, hi = total * (slice + 1) / slices;
+      for (size_t c = static_cast<size_t>(std::upper_bound(ends.begin(), ends.end(), lo) -
+                                          ends.begin());
+           c < chunks.size() && ends[c] <= hi; ++c) {
+        f(c);
+      }
+    }
   }
 };
 
@@ -1356,16 +1362,8 @@ void MatMulBatch(std::span<const MatMulJob> jobs) {
   const int threads = KernelThreads();
   SliceQueue queue(threads, kSlicesPerThread);
 #pragma omp parallel
-  {
-    // kSlicesPerThread × threads slices of consecutive chunks (SliceQueue): each thread streams
-    // through its own run of slices, then helps the others with theirs.
-    const int64_t slices = threads * kSlicesPerThread;
-    for (int64_t slice = queue.Next(omp_get_thread_num()); slice >= 0;
-         slice = queue.Next(omp_get_thread_num())) {
-      const auto [first, last] = batch.Slice(slice, slices);
-      for (size_t i = first; i < last; ++i) batch.Run(jobs, batch.chunks[i]);
-    }
-  }
+  batch.ForEachChunk(queue, omp_get_thread_num(), threads,
+                     [&](size_t c) { batch.Run(jobs, batch.chunks[c]); });
 }
 
 void MatMulBatchThen(std::span<const MatMulJob> first, std::span<const MatMulJob> second,
@@ -1420,32 +1418,25 @@ void MatMulBatchThen(std::span<const MatMulJob> first, std::span<const MatMulJob
 #pragma omp parallel
   {
     const int me = omp_get_thread_num();
-    const int64_t slices = threads * kSlicesPerThread;
-    for (int64_t slice = queue_one.Next(me); slice >= 0; slice = queue_one.Next(me)) {
-      const auto [begin, end] = one.Slice(slice, slices);
-      for (size_t c = begin; c < end; ++c) {
-        one.Run(first, one.chunks[c]);
-        // The thread that finishes a first product's last chunk releases the second products
-        // that waited only on it, after ready() (acq_rel: every chunk's writes come before).
-        const size_t i = one.chunks[c].job;
-        if (chunks_left[i].fetch_sub(1, std::memory_order_acq_rel) != 1) continue;
-        for (size_t j : dependents[i]) {
-          if (waiting_on[j].fetch_sub(1, std::memory_order_acq_rel) != 1) continue;
-          ready(j);
-          go[j].store(true, std::memory_order_release);
-        }
+    one.ForEachChunk(queue_one, me, threads, [&](size_t c) {
+      one.Run(first, one.chunks[c]);
+      // The thread that finishes a first product's last chunk releases the second products
+      // that waited only on it, after ready() (acq_rel: every chunk's writes come before).
+      const size_t i = one.chunks[c].job;
+      if (chunks_left[i].fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+      for (size_t j : dependents[i]) {
+        if (waiting_on[j].fetch_sub(1, std::memory_order_acq_rel) != 1) continue;
+        ready(j);
+        go[j].store(true, std::memory_order_release);
       }
-    }
+    });
     // Every first chunk is now taken by a thread that runs it without waiting, so each wait
     // below ends once that thread gets there.
-    for (int64_t slice = queue_two.Next(me); slice >= 0; slice = queue_two.Next(me)) {
-      const auto [begin, end] = two.Slice(slice, slices);
-      for (size_t c = begin; c < end; ++c) {
-        const size_t j = two.chunks[c].job;
-        while (!go[j].load(std::memory_order_acquire)) _mm_pause();
-        two.Run(second, two.chunks[c]);
-      }
-    }
+    two.ForEachChunk(queue_two, me, threads, [&](size_t c) {
+      const size_t j = two.chunks[c].job;
+      while (!go[j].load(std::memory_order_acquire)) _mm_pause();
+      two.Run(second, two.chunks[c]);
+    });
   }
 }
 

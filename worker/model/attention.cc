@@ -93,8 +93,8 @@ struct AbsorbedQueries {
 // it runs as one parallel loop over groups of heads with no barrier inside: a task computes its
 // heads' queries (q_b_proj rows, rotation), their latent queries (W_UK[h] through its transposed
 // copy), scores and latent outputs for each token over the token's cache blocks where they lie
-// (AttendRows), and its heads' outputs through W_UV[h]. Weights are read in their stored dtype, once per step.
-// o: [T, heads, vd].
+// (AttendRows), and its heads' outputs through W_UV[h]. Weights are read in their stored dtype,
+// once per step. o: [T, heads, vd].
 void AbsorbedAttention(const Dims& d, const LayerWeights& w, const Rope& rope, int64_t layer,
                        const std::vector<AbsorbedToken>& tokens, const AbsorbedQueries& queries,
                        KvCache& cache, float* o) {
@@ -102,8 +102,8 @@ void AbsorbedAttention(const Dims& d, const LayerWeights& w, const Rope& rope, i
   const int64_t kv_row = d.nope + d.vd;
   int64_t max_keys = 0;
   for (const AbsorbedToken& t : tokens) max_keys = std::max(max_keys, t.position + 1);
-  // Two groups per thread, at most kHeadGroup heads each: the score products share a token's
-  // gathered cache across a group's heads, and two tasks per thread even out their pace.
+  // Two groups per thread, at most kHeadGroup heads each: AttendRows loads each cached row once
+  // for all of a group's heads, and two tasks per thread even out their pace.
   const int64_t group = std::clamp<int64_t>(d.heads / (2 * KernelThreads()), 1, kHeadGroup);
   const int64_t groups = (d.heads + group - 1) / group;
   const bool parallel = ParallelWorthwhile(

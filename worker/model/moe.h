@@ -23,8 +23,9 @@ struct MlpJob {
   int64_t n = 0;
   float* y = nullptr;
 };
-// Independent MLPs (a layer's experts) as two batches of products (see MatMulBatch);
-// `alongside`, products that depend on none of them, run in the first batch.
+// Independent MLPs (a layer's experts) as two dependent batches of products, gate and up then
+// down (see MatMulBatchThen); `alongside`, products that depend on none of them, run in the
+// first batch.
 void RunMlps(absl::Span<const MlpJob> jobs, absl::Span<const MatMulJob> alongside = {});
 
 // DeepEP's layout step: which rows each rank receives and for which of its expert slots.
