@@ -173,6 +173,19 @@ TEST_P(OpsTest, AttendRowsMatchesDoublePrecisionAttention) {
   }
 }
 
+// No rows to attend to (or no heads): the outputs are zeros, nothing is read past them.
+TEST_P(OpsTest, AttendRowsOverNoRowsGivesZeros) {
+  const std::vector<float> q = RandomVector(2 * 32, 13);
+  std::vector<float> out(2 * 20, -7.0f), probs(1);
+  AttendRows(q.data(), 2, 32, {}, 0.5f, 16, probs.data(), out.data(), 20);
+  for (int64_t h = 0; h < 2; ++h) {
+    for (int64_t j = 0; j < 20; ++j) EXPECT_EQ(out[h * 20 + j], j < 16 ? 0.0f : -7.0f) << j;
+  }
+  const RowRun empty[] = {{q.data(), 0}};
+  AttendRows(q.data(), 0, 32, empty, 0.5f, 16, probs.data(), out.data(), 20);
+  EXPECT_EQ(out[0], 0.0f);
+}
+
 INSTANTIATE_TEST_SUITE_P(AllPaths, OpsTest, ::testing::Values("scalar", "avx2", "avx512", "avx512vbmi"));
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <limits>
 #include <utility>
 
 namespace epinfer {
@@ -38,6 +39,8 @@ void WeightArena::Release() {
 
 uint8_t* WeightArena::Allocate(size_t bytes) {
   constexpr size_t kAlign = 64;
+  // No mapping holds more than half the address space; beyond, the rounding below would wrap.
+  if (bytes > std::numeric_limits<size_t>::max() / 2) return nullptr;
   bytes = (bytes + kAlign - 1) / kAlign * kAlign;
   if (bytes > left_) {
     // A new chunk, its start on a huge-page boundary: map one huge page more than needed and

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -41,6 +42,20 @@ TEST(WeightArenaTest, AllocationsAreZeroedAlignedDisjointAndSurviveMoves) {
   for (size_t i = 1; i < blocks.size(); ++i) {
     EXPECT_LE(blocks[i - 1].first + blocks[i - 1].second, blocks[i].first);
   }
+}
+
+// A request no system can map answers nullptr, sizes that would wrap in the rounding included,
+// and the arena still serves the next request.
+TEST(WeightArenaTest, ImpossibleRequestsAnswerNullAndLeaveTheArenaUsable) {
+  WeightArena arena;
+  ASSERT_NE(arena.Allocate(64), nullptr);  // a chunk with room left, which a wrapped size would fit
+  EXPECT_EQ(arena.Allocate(size_t{1} << 62), nullptr);
+  EXPECT_EQ(arena.Allocate(std::numeric_limits<size_t>::max()), nullptr);
+  EXPECT_EQ(arena.Allocate(std::numeric_limits<size_t>::max() - 10), nullptr);
+  EXPECT_EQ(arena.allocated(), 64u);
+  uint8_t* p = arena.Allocate(100);
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(p[99], 0);
 }
 
 }  // namespace
