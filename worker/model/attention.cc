@@ -18,7 +18,8 @@ constexpr int64_t kHeadGroup = 8;
 // Cached bytes a step's absorbed tokens read, above which each thread takes one head group, not
 // two: every group reads all of its tokens' cached rows, so two groups per thread read them twice,
 // the second time from L2 only while they fit there (~1.25 MB here, shared with the weights
-// streaming past). At a 1000-token context, 8 sequences: 314-334 -> 344-383 tok/s (FP8, 2 threads).
+// streaming past). At a 1000-token context, 8 sequences: 293-368 -> 344-408 tok/s (FP8, 2
+// threads, alternating runs).
 constexpr int64_t kRereadCacheBytes = int64_t{512} << 10;
 
 struct Dims {
