@@ -44,9 +44,9 @@ inline constexpr int64_t kPanelRows = 32;
 
 // Re-lays a BF16 or FP8 weight out for the AVX-512 panel kernels, into memory from `arena` (which
 // must outlive the weight; huge pages, see weight_arena.h), and points w->panels at it: panels of
-// kPanelRows rows (the last zero-padded). BF16: for each column k, the panel's 32 values in 64 bytes, 32-bit lane j holding
-// row j in its low half and row 16 + j in its high half, so one load and two bit operations give
-// two 16-row fp32 vectors. FP8 (needs VBMI): columns in pairs, 64 bytes per pair, in the order
+// kPanelRows rows (the last zero-padded). BF16: for each column k, the panel's 32 values in 64
+// bytes, 32-bit lane j holding row j in its low half and row 16 + j in its high half, so one load
+// and two bit operations give two 16-row fp32 vectors. FP8 (needs VBMI): columns in pairs, 64 bytes per pair, in the order
 // the table-lookup conversion emits. Either way the kernel multiplies whole weight vectors by
 // broadcast tokens: no per-row horizontal sums, and each converted vector serves up to 12 (BF16)
 // or 8 (FP8) tokens. Does nothing for other dtypes or where the CPU lacks the instructions (the

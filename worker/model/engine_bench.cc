@@ -299,11 +299,14 @@ absl::StatusOr<double> TimePrefill(Engine& e, int64_t n) {
   return Seconds(start);
 }
 
+// Segments per decode measurement: each runs min_seconds / kDecodeSegments.
+constexpr int kDecodeSegments = 3;
+
 // Decode tokens/s with `batch` sequences each prefilled with `context` tokens, one new token per
-// sequence per step: two warm-up steps, then the best of `segments` segments of min_seconds / 3
-// (at most kSegmentSteps steps), each starting again from the same context length.
+// sequence per step: two warm-up steps, then the best of `segments` segments of min_seconds /
+// kDecodeSegments (at most kSegmentSteps steps), each starting again from the same context length.
 absl::StatusOr<double> DecodeRate(Engine& e, int64_t batch, int64_t context, double min_seconds,
-                                  int segments = 3) {
+                                  int segments = kDecodeSegments) {
   const ModelConfig& c = e.model->config();
   constexpr int64_t kSegmentSteps = 80;
   const int64_t base = context + 2;
@@ -338,7 +341,7 @@ absl::StatusOr<double> DecodeRate(Engine& e, int64_t batch, int64_t context, dou
       const Clock::time_point start = Clock::now();
       int64_t done = 0;
       double seconds = 0;
-      while (seconds < min_seconds / 3 && done < kSegmentSteps) {
+      while (seconds < min_seconds / kDecodeSegments && done < kSegmentSteps) {
         RETURN_IF_ERROR(step());
         ++done;
         seconds = Seconds(start);
