@@ -46,11 +46,12 @@ inline constexpr int64_t kPanelRows = 32;
 // must outlive the weight; huge pages, see weight_arena.h), and points w->panels at it: panels of
 // kPanelRows rows (the last zero-padded). BF16: for each column k, the panel's 32 values in 64
 // bytes, 32-bit lane j holding row j in its low half and row 16 + j in its high half, so one load
-// and two bit operations give two 16-row fp32 vectors. FP8 (needs VBMI): columns in pairs, 64 bytes per pair, in the order
-// the table-lookup conversion emits. Either way the kernel multiplies whole weight vectors by
-// broadcast tokens: no per-row horizontal sums, and each converted vector serves up to 12 (BF16)
-// or 8 (FP8) tokens. Does nothing for other dtypes or where the CPU lacks the instructions (the
-// row-major kernels serve those), or where the arena cannot map the memory.
+// and two bit operations give two 16-row fp32 vectors. FP8 (needs VBMI): columns in pairs, 64
+// bytes per pair, in the order the table-lookup conversion emits. Either way the kernel
+// multiplies whole weight vectors by broadcast tokens: no per-row horizontal sums, and each
+// converted vector serves up to 12 (BF16) or 8 (FP8) tokens. Does nothing for other dtypes or
+// where the CPU lacks the instructions (the row-major kernels serve those), or where the arena
+// cannot map the memory.
 void PackPanels(LinearWeight* w, WeightArena* arena);
 // PackPanels for several weights into one buffer, one after another in order: products that run
 // one after another (a head group's per-head weights) then read one stream of memory.
