@@ -460,6 +460,32 @@ EPINFER_TARGET_AVX512 void PanelKernel(const W* panel, const float* x, int64_t l
   }
 }
 
+// One token against two BF16 panels at once, each as PanelKernel<1> computes it (the same sums in
+// the same order): two streams per thread keep more of memory's latency covered than one, so a
+// batch-1 step streams its weights faster (a thread reads one stream at ~11 GB/s here, whatever
+// the kernel; two at ~13).
+EPINFER_TARGET_AVX512 void PanelPairKernel(const uint32_t* const panel[2], const float* x,
+                                           int64_t cols, float* const y[2],
+                                           const int64_t rows[2]) {
+  __m512 lo[2], hi[2];
+  for (int s = 0; s < 2; ++s) lo[s] = hi[s] = _mm512_setzero_ps();
+  const __m512i high_half = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
+  for (int64_t k = 0; k < cols; ++k) {
+    const __m512 xb = _mm512_set1_ps(x[k]);
+    for (int s = 0; s < 2; ++s) {
+      _mm_prefetch(reinterpret_cast<const char*>(panel[s] + (k * 16 + kPrefetchBytes / 4)),
+                   _MM_HINT_T0);
+      const __m512i v = _mm512_load_si512(panel[s] + k * 16);
+      lo[s] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), xb, lo[s]);
+      hi[s] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v, high_half)), xb, hi[s]);
+    }
+  }
+  for (int s = 0; s < 2; ++s) {
+    _mm512_mask_storeu_ps(y[s], Lanes16(std::min<int64_t>(rows[s], 16)), lo[s]);
+    _mm512_mask_storeu_ps(y[s] + 16, Lanes16(std::max<int64_t>(rows[s] - 16, 0)), hi[s]);
+  }
+}
+
 // FP8 panels: each 64 bytes hold two columns k, k + 1 of the panel's 32 rows, placed so that
 // LutConvert64 yields [k: rows 0-15], [k: rows 16-31], [k+1: rows 0-15], [k+1: rows 16-31]
 // (byte kLutOrder[16 v + i] is lane i of vector v). An odd last column pairs with zeros.
@@ -542,6 +568,57 @@ EPINFER_TARGET_AVX512VBMI void PanelKernelFp8(const uint8_t* panel, const float*
   }
 }
 
+// One token against two FP8 panels at once, each as PanelKernelFp8<1> computes it (the same sums
+// in the same order), for two streams per thread (see PanelPairKernel).
+EPINFER_TARGET_AVX512VBMI void PanelPairKernelFp8(const uint8_t* const panel[2], const float* x,
+                                                  int64_t cols, const float* const scales[2],
+                                                  float* const y[2], const int64_t rows[2]) {
+  const LutRegisters lut = LoadLut(Fp8LookupTables());
+  // Per panel: columns k and k + 1 apart (rows 0-15, rows 16-31 each), and the scaled totals.
+  __m512 acc[2][4], total[2][2];
+  for (int s = 0; s < 2; ++s) {
+    for (int v = 0; v < 4; ++v) acc[s][v] = _mm512_setzero_ps();
+    total[s][0] = total[s][1] = _mm512_setzero_ps();
+  }
+  const int64_t pairs = cols / 2;
+  constexpr int64_t kBlockPairs = kFp8BlockSize / 2;
+  for (int64_t b0 = 0; b0 < pairs; b0 += kBlockPairs) {
+    const int64_t b1 = std::min(pairs, b0 + kBlockPairs);
+    for (int64_t c = b0; c < b1; ++c) {
+      const __m512 x0 = _mm512_set1_ps(x[2 * c]);
+      const __m512 x1 = _mm512_set1_ps(x[2 * c + 1]);
+      for (int s = 0; s < 2; ++s) {
+        _mm_prefetch(reinterpret_cast<const char*>(panel[s] + 64 * c + kPrefetchBytes),
+                     _MM_HINT_T0);
+        __m512 wv[4];
+        LutConvert64(panel[s] + 64 * c, lut, wv);
+        acc[s][0] = _mm512_fmadd_ps(wv[0], x0, acc[s][0]);
+        acc[s][1] = _mm512_fmadd_ps(wv[1], x0, acc[s][1]);
+        acc[s][2] = _mm512_fmadd_ps(wv[2], x1, acc[s][2]);
+        acc[s][3] = _mm512_fmadd_ps(wv[3], x1, acc[s][3]);
+      }
+    }
+    for (int s = 0; s < 2; ++s) {
+      const __m512 scale = _mm512_set1_ps(scales[s][2 * b0 / kFp8BlockSize]);
+      total[s][0] = _mm512_fmadd_ps(_mm512_add_ps(acc[s][0], acc[s][2]), scale, total[s][0]);
+      total[s][1] = _mm512_fmadd_ps(_mm512_add_ps(acc[s][1], acc[s][3]), scale, total[s][1]);
+      for (int v = 0; v < 4; ++v) acc[s][v] = _mm512_setzero_ps();
+    }
+  }
+  for (int s = 0; s < 2; ++s) {
+    if (cols % 2 != 0) {  // the last column, whose pair is padding
+      __m512 wv[4];
+      LutConvert64(panel[s] + 64 * pairs, lut, wv);
+      const __m512 x0 =
+          _mm512_mul_ps(_mm512_set1_ps(x[cols - 1]), _mm512_set1_ps(scales[s][(cols - 1) / kFp8BlockSize]));
+      total[s][0] = _mm512_fmadd_ps(wv[0], x0, total[s][0]);
+      total[s][1] = _mm512_fmadd_ps(wv[1], x0, total[s][1]);
+    }
+    _mm512_mask_storeu_ps(y[s], Lanes16(std::min<int64_t>(rows[s], 16)), total[s][0]);
+    _mm512_mask_storeu_ps(y[s] + 16, Lanes16(std::max<int64_t>(rows[s] - 16, 0)), total[s][1]);
+  }
+}
+
 // An FP8 panel's `cols` columns as F32 with their block scales applied, in PanelKernel's F32
 // layout (column k: rows 0-15, then 16-31), for a run of many tokens to multiply from cache.
 EPINFER_TARGET_AVX512VBMI void ConvertFp8Panel(const uint8_t* panel, int64_t cols,
@@ -592,8 +669,42 @@ void ForEachPanelBlock(int64_t n, const LinearWeight& w, int64_t r0, int64_t r1,
   }
 }
 
+// Rows [r0, r1) of one token's y = x · Wᵀ (r0 on a panel boundary), panels two at a time through
+// pair(panels, scale rows, outputs, rows) and a last odd one through single(panel, r, rows).
+template <class Pair, class Single>
+void ForEachPanelPair(const LinearWeight& w, float* y, int64_t r0, int64_t r1, const Pair& pair,
+                      const Single& single) {
+  const auto* panels = static_cast<const uint8_t*>(w.panels);
+  int64_t r = r0;
+  for (; r + kPanelRows < r1; r += 2 * kPanelRows) {
+    const uint8_t* two[2] = {panels + (r / kPanelRows) * PanelBytes(w),
+                             panels + (r / kPanelRows + 1) * PanelBytes(w)};
+    const bool fp8 = w.dtype == DType::kF8E4M3;
+    const float* scales[2] = {fp8 ? ScaleRow(w, r) : nullptr,
+                              fp8 ? ScaleRow(w, r + kPanelRows) : nullptr};
+    float* out[2] = {y + r, y + r + kPanelRows};
+    const int64_t rows[2] = {kPanelRows, std::min(kPanelRows, r1 - r - kPanelRows)};
+    pair(two, scales, out, rows);
+  }
+  if (r < r1) single(panels + (r / kPanelRows) * PanelBytes(w), r, std::min(kPanelRows, r1 - r));
+}
+
 void PanelRowsBf16(const float* x, int64_t n, const LinearWeight& w, float* y, int64_t r0,
                    int64_t r1) {
+  if (n == 1) {
+    return ForEachPanelPair(
+        w, y, r0, r1,
+        [&](const uint8_t* const two[2], const float* const*, float* const out[2],
+            const int64_t rows[2]) {
+          const uint32_t* panel[2] = {reinterpret_cast<const uint32_t*>(two[0]),
+                                      reinterpret_cast<const uint32_t*>(two[1])};
+          PanelPairKernel(panel, x, w.cols, out, rows);
+        },
+        [&](const uint8_t* panel, int64_t r, int64_t rows) {
+          PanelKernel<1>(reinterpret_cast<const uint32_t*>(panel), x, w.cols, w.cols, y + r,
+                         w.rows, rows);
+        });
+  }
   ForEachPanelBlock<kPanelTokens>(
       n, w, r0, r1, [&](const uint8_t* panel, int64_t t, int64_t count, int64_t r, int64_t rows) {
         WithTokens<kPanelTokens>(count, [&](auto tokens) {
@@ -636,6 +747,15 @@ void PanelRowsFp8(const float* x, int64_t n, const LinearWeight& w, float* y, in
         },
         group);
     return;
+  }
+  if (n == 1) {
+    return ForEachPanelPair(
+        w, y, r0, r1,
+        [&](const uint8_t* const two[2], const float* const scales[2], float* const out[2],
+            const int64_t rows[2]) { PanelPairKernelFp8(two, x, w.cols, scales, out, rows); },
+        [&](const uint8_t* panel, int64_t r, int64_t rows) {
+          PanelKernelFp8<1>(panel, x, w.cols, w.cols, ScaleRow(w, r), y + r, w.rows, rows);
+        });
   }
   ForEachPanelBlock<kFp8PanelTokens>(
       n, w, r0, r1, [&](const uint8_t* panel, int64_t t, int64_t count, int64_t r, int64_t rows) {
@@ -1228,17 +1348,19 @@ void MatMul(const float* x, int64_t n, const LinearWeight& w, float* y) {
     // from memory once per run: one run per thread when x spans several groups; for decode
     // (one group) kSlicesPerThread runs per thread, handed out by a SliceQueue.
     if (!parallel) return PanelRows(x, n, w, y, 0, w.rows);
-    const int64_t panels = (w.rows + kPanelRows - 1) / kPanelRows;
+    // Tasks in units of panels, or of panel pairs for one token (ForEachPanelPair).
+    const int64_t unit = n == 1 ? 2 * kPanelRows : kPanelRows;
+    const int64_t units = (w.rows + unit - 1) / unit;
     const int64_t runs_per_thread = n <= kPanelTokenGroup ? kSlicesPerThread : 1;
     const int threads = KernelThreads();
-    const int64_t per_thread = std::max<int64_t>(1, std::min(runs_per_thread, panels / threads));
+    const int64_t per_thread = std::max<int64_t>(1, std::min(runs_per_thread, units / threads));
     const int64_t tasks = threads * per_thread;
     SliceQueue queue(threads, per_thread);
 #pragma omp parallel
     for (int64_t task = queue.Next(omp_get_thread_num()); task >= 0;
          task = queue.Next(omp_get_thread_num())) {
-      const int64_t r0 = panels * task / tasks * kPanelRows;
-      const int64_t r1 = std::min(w.rows, panels * (task + 1) / tasks * kPanelRows);
+      const int64_t r0 = units * task / tasks * unit;
+      const int64_t r1 = std::min(w.rows, units * (task + 1) / tasks * unit);
       if (r0 < r1) PanelRows(x, n, w, y, r0, r1);
     }
     return;
@@ -1309,7 +1431,9 @@ struct BatchChunks {
       const bool panels = job.w->panels != nullptr;
       const int64_t row_bytes = job.w->cols * DTypeSize(job.w->dtype) *
                                 (panels ? 1 + (job.n - 1) / 8 : 1 + (job.n - 1) / 4);
-      const int64_t chunk_rows = panels ? kPanelRows : kStreamChunkRows;
+      // One token's panels go two at a time (ForEachPanelPair), so its chunks hold two.
+      const int64_t chunk_rows =
+          panels ? (job.n == 1 ? 2 * kPanelRows : kPanelRows) : kStreamChunkRows;
       for (int64_t r0 = 0; r0 < job.w->rows; r0 += chunk_rows) {
         const int64_t r1 = std::min(r0 + chunk_rows, job.w->rows);
         chunks.push_back({j, r0, r1});
@@ -1393,24 +1517,31 @@ void MatMulBatchThen(std::span<const MatMulJob> first, std::span<const MatMulJob
   one.Build(first);
   two.Build(second);
   // Chunks left per first product; first products left per second product; which second
-  // products wait on each first one.
-  std::vector<std::atomic<int64_t>> chunks_left(first.size());
-  for (const auto& c : one.chunks) chunks_left[c.job].fetch_add(1, std::memory_order_relaxed);
+  // products wait on each first one. Each counter on a cache line of its own: the threads work on
+  // different products at once, and neighbouring counters on one line moved it between cores.
+  struct alignas(64) FirstState {
+    std::atomic<int64_t> chunks_left{0};
+  };
+  struct alignas(64) SecondState {
+    std::atomic<int64_t> waiting_on{0};
+    std::atomic<bool> go{false};
+  };
+  std::vector<FirstState> firsts(first.size());
+  for (const auto& c : one.chunks) firsts[c.job].chunks_left.fetch_add(1, std::memory_order_relaxed);
   std::vector<std::vector<size_t>> dependents(first.size());
-  std::vector<std::atomic<int64_t>> waiting_on(second.size());
-  std::vector<std::atomic<bool>> go(second.size());
+  std::vector<SecondState> seconds(second.size());
   for (size_t j = 0; j < second.size(); ++j) {
     int64_t pending = 0;
     for (size_t i : after[j]) {
-      if (i < first.size() && chunks_left[i].load(std::memory_order_relaxed) > 0) {
+      if (i < first.size() && firsts[i].chunks_left.load(std::memory_order_relaxed) > 0) {
         dependents[i].push_back(j);
         ++pending;
       }
     }
-    waiting_on[j].store(pending, std::memory_order_relaxed);
+    seconds[j].waiting_on.store(pending, std::memory_order_relaxed);
     if (pending == 0) {  // nothing to wait for
       ready(j);
-      go[j].store(true, std::memory_order_relaxed);
+      seconds[j].go.store(true, std::memory_order_relaxed);
     }
   }
   const int threads = KernelThreads();
@@ -1418,23 +1549,36 @@ void MatMulBatchThen(std::span<const MatMulJob> first, std::span<const MatMulJob
 #pragma omp parallel
   {
     const int me = omp_get_thread_num();
-    one.ForEachChunk(queue_one, me, threads, [&](size_t c) {
-      one.Run(first, one.chunks[c]);
-      // The thread that finishes a first product's last chunk releases the second products
+    // A thread's finished chunks of one first product count down together, once it moves on to
+    // another product or runs out: one atomic per run of chunks rather than one per chunk.
+    size_t done_job = 0;
+    int64_t done = 0;
+    auto count_down = [&] {
+      if (done == 0) return;
+      const int64_t left =
+          firsts[done_job].chunks_left.fetch_sub(done, std::memory_order_acq_rel) - done;
+      done = 0;
+      // The thread that finishes a first product's last chunks releases the second products
       // that waited only on it, after ready() (acq_rel: every chunk's writes come before).
-      const size_t i = one.chunks[c].job;
-      if (chunks_left[i].fetch_sub(1, std::memory_order_acq_rel) != 1) return;
-      for (size_t j : dependents[i]) {
-        if (waiting_on[j].fetch_sub(1, std::memory_order_acq_rel) != 1) continue;
+      if (left != 0) return;
+      for (size_t j : dependents[done_job]) {
+        if (seconds[j].waiting_on.fetch_sub(1, std::memory_order_acq_rel) != 1) continue;
         ready(j);
-        go[j].store(true, std::memory_order_release);
+        seconds[j].go.store(true, std::memory_order_release);
       }
+    };
+    one.ForEachChunk(queue_one, me, threads, [&](size_t c) {
+      if (one.chunks[c].job != done_job) count_down();
+      one.Run(first, one.chunks[c]);
+      done_job = one.chunks[c].job;
+      ++done;
     });
-    // Every first chunk is now taken by a thread that runs it without waiting, so each wait
-    // below ends once that thread gets there.
+    count_down();
+    // Every first chunk is now taken by a thread that counts it down without waiting, so each
+    // wait below ends once that thread gets there.
     two.ForEachChunk(queue_two, me, threads, [&](size_t c) {
       const size_t j = two.chunks[c].job;
-      while (!go[j].load(std::memory_order_acquire)) _mm_pause();
+      while (!seconds[j].go.load(std::memory_order_acquire)) _mm_pause();
       two.Run(second, two.chunks[c]);
     });
   }

@@ -325,6 +325,33 @@ TEST_P(SimdTest, PackedPanelsGiveTheSameProductsEverywhere) {
   }
 }
 
+// One token multiplies panels two at a time: pairs whose second panel is partial (rows 100 and
+// 50 of a view), whose two panels sit in different FP8 scale blocks (the view from row 96), odd
+// columns, a last panel alone; through MatMul (parallel tasks of panel pairs) and MatMulBatch
+// (chunks of panel pairs), against the double-precision product of the decoded weight.
+TEST_P(SimdTest, OneTokenPanelPairsMatchTheReference) {
+  for (DType dtype : {DType::kBF16, DType::kF8E4M3}) {
+    SCOPED_TRACE(DTypeName(dtype));
+    Stored s = MakeWeight(dtype, 2100, 301, 43);
+    WeightArena packed;
+    PackPanels(&s.w, &packed);
+    for (auto [begin, end] : {std::pair<int64_t, int64_t>{0, 2100}, {96, 300}, {0, 100},
+                              {32, 82}, {64, 96}}) {
+      SCOPED_TRACE(begin);
+      const LinearWeight view = s.w.Rows(begin, end);
+      const std::vector<float> x = RandomVector(301, 12);
+      std::vector<float> y(static_cast<size_t>(view.rows), NAN);
+      MatMul(x.data(), 1, view, y.data());
+      ExpectProduct(s, view, begin, x, 1, y);
+      std::vector<float> yb(static_cast<size_t>(view.rows), NAN), yc(yb.size(), NAN);
+      const MatMulJob jobs[] = {{x.data(), 1, &view, yb.data()}, {x.data(), 1, &view, yc.data()}};
+      MatMulBatch(jobs);
+      ExpectProduct(s, view, begin, x, 1, yb);
+      ExpectProduct(s, view, begin, x, 1, yc);
+    }
+  }
+}
+
 // PackPanelsContiguous: the weights it can pack get panels one after another in one buffer, in
 // order; the others (F32, an FP8 view off a panel boundary) are left to their row-major bytes;
 // every product is as before.

@@ -17,7 +17,7 @@ class SliceQueue {
  public:
   SliceQueue(int threads, int64_t per_thread)
       : per_thread_(per_thread), runs_(static_cast<size_t>(threads > 0 ? threads : 1)) {
-    for (auto& run : runs_) run.store(Pack(0, per_thread > 0 ? per_thread : 0));
+    for (Run& run : runs_) run.state.store(Pack(0, per_thread > 0 ? per_thread : 0));
   }
 
   // The next slice for thread `me` (any id ≥ 0; ids wrap onto the runs), or -1 when none is left.
@@ -25,7 +25,7 @@ class SliceQueue {
     const int threads = static_cast<int>(runs_.size());
     for (int i = 0; i < threads; ++i) {
       const int t = (me % threads + i) % threads;
-      std::atomic<uint64_t>& run = runs_[t];
+      std::atomic<uint64_t>& run = runs_[t].state;
       uint64_t state = run.load();
       while (true) {
         const int64_t front = static_cast<int64_t>(state >> 32);
@@ -45,8 +45,13 @@ class SliceQueue {
   static uint64_t Pack(int64_t front, int64_t back) {
     return (static_cast<uint64_t>(front) << 32) | static_cast<uint64_t>(back);
   }
+  // Each run on a cache line of its own: threads take from their own runs at every slice, and
+  // runs sharing a line made each take move the line between cores.
+  struct alignas(64) Run {
+    std::atomic<uint64_t> state;
+  };
   int64_t per_thread_;
-  std::vector<std::atomic<uint64_t>> runs_;
+  std::vector<Run> runs_;
 };
 
 }  // namespace epinfer
