@@ -463,7 +463,7 @@ EPINFER_TARGET_AVX512 void PanelKernel(const W* panel, const float* x, int64_t l
 // One token against two BF16 panels at once, each as PanelKernel<1> computes it (the same sums in
 // the same order): two streams per thread keep more of memory's latency covered than one, so a
 // batch-1 step streams its weights faster (a thread reads one stream at ~11 GB/s here, whatever
-// the kernel; two at ~13).
+// the kernel, and two at ~12.5: docs/PERFORMANCE.md, "Two panels at a time").
 EPINFER_TARGET_AVX512 void PanelPairKernel(const uint32_t* const panel[2], const float* x,
                                            int64_t cols, float* const y[2],
                                            const int64_t rows[2]) {
@@ -609,8 +609,8 @@ EPINFER_TARGET_AVX512VBMI void PanelPairKernelFp8(const uint8_t* const panel[2],
     if (cols % 2 != 0) {  // the last column, whose pair is padding
       __m512 wv[4];
       LutConvert64(panel[s] + 64 * pairs, lut, wv);
-      const __m512 x0 =
-          _mm512_mul_ps(_mm512_set1_ps(x[cols - 1]), _mm512_set1_ps(scales[s][(cols - 1) / kFp8BlockSize]));
+      const __m512 scale = _mm512_set1_ps(scales[s][(cols - 1) / kFp8BlockSize]);
+      const __m512 x0 = _mm512_mul_ps(_mm512_set1_ps(x[cols - 1]), scale);
       total[s][0] = _mm512_fmadd_ps(wv[0], x0, total[s][0]);
       total[s][1] = _mm512_fmadd_ps(wv[1], x0, total[s][1]);
     }
@@ -1527,7 +1527,9 @@ void MatMulBatchThen(std::span<const MatMulJob> first, std::span<const MatMulJob
     std::atomic<bool> go{false};
   };
   std::vector<FirstState> firsts(first.size());
-  for (const auto& c : one.chunks) firsts[c.job].chunks_left.fetch_add(1, std::memory_order_relaxed);
+  for (const auto& c : one.chunks) {
+    firsts[c.job].chunks_left.fetch_add(1, std::memory_order_relaxed);
+  }
   std::vector<std::vector<size_t>> dependents(first.size());
   std::vector<SecondState> seconds(second.size());
   for (size_t j = 0; j < second.size(); ++j) {
