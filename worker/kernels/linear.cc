@@ -669,6 +669,10 @@ void ForEachPanelBlock(int64_t n, const LinearWeight& w, int64_t r0, int64_t r1,
   }
 }
 
+// Rows per unit of work (a decode chunk, a MatMul task) of a panel product at n tokens: one token
+// multiplies panels two at a time (ForEachPanelPair), so its units hold two.
+constexpr int64_t PanelUnitRows(int64_t n) { return n == 1 ? 2 * kPanelRows : kPanelRows; }
+
 // Rows [r0, r1) of one token's y = x · Wᵀ (r0 on a panel boundary), panels two at a time through
 // pair(panels, scale rows, outputs, rows) and a last odd one through single(panel, r, rows).
 template <class Pair, class Single>
@@ -1348,8 +1352,7 @@ void MatMul(const float* x, int64_t n, const LinearWeight& w, float* y) {
     // from memory once per run: one run per thread when x spans several groups; for decode
     // (one group) kSlicesPerThread runs per thread, handed out by a SliceQueue.
     if (!parallel) return PanelRows(x, n, w, y, 0, w.rows);
-    // Tasks in units of panels, or of panel pairs for one token (ForEachPanelPair).
-    const int64_t unit = n == 1 ? 2 * kPanelRows : kPanelRows;
+    const int64_t unit = PanelUnitRows(n);
     const int64_t units = (w.rows + unit - 1) / unit;
     const int64_t runs_per_thread = n <= kPanelTokenGroup ? kSlicesPerThread : 1;
     const int threads = KernelThreads();
@@ -1431,9 +1434,7 @@ struct BatchChunks {
       const bool panels = job.w->panels != nullptr;
       const int64_t row_bytes = job.w->cols * DTypeSize(job.w->dtype) *
                                 (panels ? 1 + (job.n - 1) / 8 : 1 + (job.n - 1) / 4);
-      // One token's panels go two at a time (ForEachPanelPair), so its chunks hold two.
-      const int64_t chunk_rows =
-          panels ? (job.n == 1 ? 2 * kPanelRows : kPanelRows) : kStreamChunkRows;
+      const int64_t chunk_rows = panels ? PanelUnitRows(job.n) : kStreamChunkRows;
       for (int64_t r0 = 0; r0 < job.w->rows; r0 += chunk_rows) {
         const int64_t r1 = std::min(r0 + chunk_rows, job.w->rows);
         chunks.push_back({j, r0, r1});
