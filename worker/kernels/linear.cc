@@ -460,27 +460,39 @@ EPINFER_TARGET_AVX512 void PanelKernel(const W* panel, const float* x, int64_t l
   }
 }
 
-// One token against two BF16 panels at once, each as PanelKernel<1> computes it (the same sums in
-// the same order): two streams per thread keep more of memory's latency covered than one, so a
-// batch-1 step streams its weights faster (a thread reads one stream at ~11 GB/s here, whatever
-// the kernel, and two at ~12.5: docs/PERFORMANCE.md, "Two panels at a time").
-EPINFER_TARGET_AVX512 void PanelPairKernel(const uint32_t* const panel[2], const float* x,
-                                           int64_t cols, float* const y[2],
-                                           const int64_t rows[2]) {
-  __m512 lo[2], hi[2];
-  for (int s = 0; s < 2; ++s) lo[s] = hi[s] = _mm512_setzero_ps();
+// Where a group kernel of S panels prefetches, relative to panel s, while it reads byte `at` of
+// it: kPrefetchBytes ahead, and past the panel's end, at the same place in panel s of the next
+// group (S panels on, where ForEachPanelGroup finds it), whose streams then start warm.
+template <int S>
+inline int64_t NextGroupAhead(int64_t at, int64_t panel_bytes) {
+  const int64_t ahead = at + kPrefetchBytes;
+  return ahead < panel_bytes ? ahead : ahead + (S - 1) * panel_bytes;
+}
+
+// One token against S BF16 panels at once, each as PanelKernel<1> computes it (the same sums in
+// the same order): several streams per thread keep more of memory's latency covered than one, so
+// a batch-1 step streams its weights faster (a thread reads one stream at ~11 GB/s here, whatever
+// the kernel; docs/PERFORMANCE.md, "Two panels at a time" and "Four panels at a time").
+template <int S>
+EPINFER_TARGET_AVX512 void PanelGroupKernel(const std::array<const uint8_t*, S>& panel,
+                                            const float* x, int64_t cols,
+                                            const std::array<float*, S>& y,
+                                            const std::array<int64_t, S>& rows) {
+  __m512 lo[S], hi[S];
+  for (int s = 0; s < S; ++s) lo[s] = hi[s] = _mm512_setzero_ps();
   const __m512i high_half = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
+  const int64_t panel_bytes = 64 * cols;
   for (int64_t k = 0; k < cols; ++k) {
     const __m512 xb = _mm512_set1_ps(x[k]);
-    for (int s = 0; s < 2; ++s) {
-      _mm_prefetch(reinterpret_cast<const char*>(panel[s] + (k * 16 + kPrefetchBytes / 4)),
-                   _MM_HINT_T0);
-      const __m512i v = _mm512_load_si512(panel[s] + k * 16);
+    const int64_t ahead = NextGroupAhead<S>(64 * k, panel_bytes);
+    for (int s = 0; s < S; ++s) {
+      _mm_prefetch(reinterpret_cast<const char*>(panel[s] + ahead), _MM_HINT_T0);
+      const __m512i v = _mm512_load_si512(panel[s] + 64 * k);
       lo[s] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), xb, lo[s]);
       hi[s] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v, high_half)), xb, hi[s]);
     }
   }
-  for (int s = 0; s < 2; ++s) {
+  for (int s = 0; s < S; ++s) {
     _mm512_mask_storeu_ps(y[s], Lanes16(std::min<int64_t>(rows[s], 16)), lo[s]);
     _mm512_mask_storeu_ps(y[s] + 16, Lanes16(std::max<int64_t>(rows[s] - 16, 0)), hi[s]);
   }
@@ -568,44 +580,47 @@ EPINFER_TARGET_AVX512VBMI void PanelKernelFp8(const uint8_t* panel, const float*
   }
 }
 
-// One token against two FP8 panels at once, each as PanelKernelFp8<1> computes it (the same sums
-// in the same order), for two streams per thread (see PanelPairKernel).
-EPINFER_TARGET_AVX512VBMI void PanelPairKernelFp8(const uint8_t* const panel[2], const float* x,
-                                                  int64_t cols, const float* const scales[2],
-                                                  float* const y[2], const int64_t rows[2]) {
+// One token against S FP8 panels at once, for S interleaved streams per thread (see
+// PanelGroupKernel). Per panel and 128-column block, columns k and k + 1 add into one
+// accumulator per half (rows 0-15, 16-31), which joins the total × the block's scale: S = 4
+// fits 32 registers that way. Every S sums a panel in the same order, so a row's result does not
+// depend on how the rows were grouped.
+template <int S>
+EPINFER_TARGET_AVX512VBMI void PanelGroupKernelFp8(const std::array<const uint8_t*, S>& panel,
+                                                   const float* x, int64_t cols,
+                                                   const std::array<const float*, S>& scales,
+                                                   const std::array<float*, S>& y,
+                                                   const std::array<int64_t, S>& rows) {
   const LutRegisters lut = LoadLut(Fp8LookupTables());
-  // Per panel: columns k and k + 1 apart (rows 0-15, rows 16-31 each), and the scaled totals.
-  __m512 acc[2][4], total[2][2];
-  for (int s = 0; s < 2; ++s) {
-    for (int v = 0; v < 4; ++v) acc[s][v] = _mm512_setzero_ps();
-    total[s][0] = total[s][1] = _mm512_setzero_ps();
+  __m512 acc[S][2], total[S][2];
+  for (int s = 0; s < S; ++s) {
+    acc[s][0] = acc[s][1] = total[s][0] = total[s][1] = _mm512_setzero_ps();
   }
-  const int64_t pairs = cols / 2;
+  const int64_t pairs = cols / 2, panel_bytes = 64 * ((cols + 1) / 2);
   constexpr int64_t kBlockPairs = kFp8BlockSize / 2;
   for (int64_t b0 = 0; b0 < pairs; b0 += kBlockPairs) {
     const int64_t b1 = std::min(pairs, b0 + kBlockPairs);
     for (int64_t c = b0; c < b1; ++c) {
       const __m512 x0 = _mm512_set1_ps(x[2 * c]);
       const __m512 x1 = _mm512_set1_ps(x[2 * c + 1]);
-      for (int s = 0; s < 2; ++s) {
-        _mm_prefetch(reinterpret_cast<const char*>(panel[s] + 64 * c + kPrefetchBytes),
-                     _MM_HINT_T0);
+      const int64_t ahead = NextGroupAhead<S>(64 * c, panel_bytes);
+      for (int s = 0; s < S; ++s) {
+        _mm_prefetch(reinterpret_cast<const char*>(panel[s] + ahead), _MM_HINT_T0);
         __m512 wv[4];
         LutConvert64(panel[s] + 64 * c, lut, wv);
-        acc[s][0] = _mm512_fmadd_ps(wv[0], x0, acc[s][0]);
-        acc[s][1] = _mm512_fmadd_ps(wv[1], x0, acc[s][1]);
-        acc[s][2] = _mm512_fmadd_ps(wv[2], x1, acc[s][2]);
-        acc[s][3] = _mm512_fmadd_ps(wv[3], x1, acc[s][3]);
+        acc[s][0] = _mm512_fmadd_ps(wv[2], x1, _mm512_fmadd_ps(wv[0], x0, acc[s][0]));
+        acc[s][1] = _mm512_fmadd_ps(wv[3], x1, _mm512_fmadd_ps(wv[1], x0, acc[s][1]));
       }
     }
-    for (int s = 0; s < 2; ++s) {
+    for (int s = 0; s < S; ++s) {
       const __m512 scale = _mm512_set1_ps(scales[s][2 * b0 / kFp8BlockSize]);
-      total[s][0] = _mm512_fmadd_ps(_mm512_add_ps(acc[s][0], acc[s][2]), scale, total[s][0]);
-      total[s][1] = _mm512_fmadd_ps(_mm512_add_ps(acc[s][1], acc[s][3]), scale, total[s][1]);
-      for (int v = 0; v < 4; ++v) acc[s][v] = _mm512_setzero_ps();
+      for (int h = 0; h < 2; ++h) {
+        total[s][h] = _mm512_fmadd_ps(acc[s][h], scale, total[s][h]);
+        acc[s][h] = _mm512_setzero_ps();
+      }
     }
   }
-  for (int s = 0; s < 2; ++s) {
+  for (int s = 0; s < S; ++s) {
     if (cols % 2 != 0) {  // the last column, whose pair is padding
       __m512 wv[4];
       LutConvert64(panel[s] + 64 * pairs, lut, wv);
@@ -669,44 +684,50 @@ void ForEachPanelBlock(int64_t n, const LinearWeight& w, int64_t r0, int64_t r1,
   }
 }
 
-// Rows per unit of work (a decode chunk, a MatMul task) of a panel product at n tokens: one token
-// multiplies panels two at a time (ForEachPanelPair), so its units hold two.
-constexpr int64_t PanelUnitRows(int64_t n) { return n == 1 ? 2 * kPanelRows : kPanelRows; }
+// Panels one token multiplies at a time, as interleaved streams (PanelGroupKernel).
+constexpr int kOneTokenPanels = 4;
 
-// Rows [r0, r1) of one token's y = x · Wᵀ (r0 on a panel boundary), panels two at a time through
-// pair(panels, scale rows, outputs, rows) and a last odd one through single(panel, r, rows).
-template <class Pair, class Single>
-void ForEachPanelPair(const LinearWeight& w, float* y, int64_t r0, int64_t r1, const Pair& pair,
-                      const Single& single) {
+// Rows per unit of work (a decode chunk, a MatMul task) of a panel product at n tokens: one
+// token's units hold the panels it multiplies at a time (ForEachPanelGroup).
+constexpr int64_t PanelUnitRows(int64_t n) {
+  return n == 1 ? kOneTokenPanels * kPanelRows : kPanelRows;
+}
+
+// Rows [r0, r1) of one token's y = x · Wᵀ (r0 on a panel boundary), S panels at a time through
+// group(std::integral_constant<int, S>, panels, scale rows, outputs, rows) while S fit (the last
+// may be partial), the rest in groups of S / 2, S / 4, ... (S a power of two).
+template <int S, class Group>
+void ForEachPanelGroup(const LinearWeight& w, float* y, int64_t r0, int64_t r1,
+                       const Group& group) {
   const auto* panels = static_cast<const uint8_t*>(w.panels);
+  const bool fp8 = w.dtype == DType::kF8E4M3;
   int64_t r = r0;
-  for (; r + kPanelRows < r1; r += 2 * kPanelRows) {
-    const uint8_t* two[2] = {panels + (r / kPanelRows) * PanelBytes(w),
-                             panels + (r / kPanelRows + 1) * PanelBytes(w)};
-    const bool fp8 = w.dtype == DType::kF8E4M3;
-    const float* scales[2] = {fp8 ? ScaleRow(w, r) : nullptr,
-                              fp8 ? ScaleRow(w, r + kPanelRows) : nullptr};
-    float* out[2] = {y + r, y + r + kPanelRows};
-    const int64_t rows[2] = {kPanelRows, std::min(kPanelRows, r1 - r - kPanelRows)};
-    pair(two, scales, out, rows);
+  for (; r + (S - 1) * kPanelRows < r1; r += S * kPanelRows) {
+    std::array<const uint8_t*, S> panel;
+    std::array<const float*, S> scales;
+    std::array<float*, S> out;
+    std::array<int64_t, S> rows;
+    for (int s = 0; s < S; ++s) {
+      const int64_t rs = r + s * kPanelRows;
+      panel[s] = panels + (rs / kPanelRows) * PanelBytes(w);
+      scales[s] = fp8 ? ScaleRow(w, rs) : nullptr;
+      out[s] = y + rs;
+      rows[s] = std::min(kPanelRows, r1 - rs);
+    }
+    group(std::integral_constant<int, S>{}, panel, scales, out, rows);
   }
-  if (r < r1) single(panels + (r / kPanelRows) * PanelBytes(w), r, std::min(kPanelRows, r1 - r));
+  if constexpr (S > 1) {
+    if (r < r1) ForEachPanelGroup<S / 2>(w, y, r, r1, group);
+  }
 }
 
 void PanelRowsBf16(const float* x, int64_t n, const LinearWeight& w, float* y, int64_t r0,
                    int64_t r1) {
   if (n == 1) {
-    return ForEachPanelPair(
+    return ForEachPanelGroup<kOneTokenPanels>(
         w, y, r0, r1,
-        [&](const uint8_t* const two[2], const float* const*, float* const out[2],
-            const int64_t rows[2]) {
-          const uint32_t* panel[2] = {reinterpret_cast<const uint32_t*>(two[0]),
-                                      reinterpret_cast<const uint32_t*>(two[1])};
-          PanelPairKernel(panel, x, w.cols, out, rows);
-        },
-        [&](const uint8_t* panel, int64_t r, int64_t rows) {
-          PanelKernel<1>(reinterpret_cast<const uint32_t*>(panel), x, w.cols, w.cols, y + r,
-                         w.rows, rows);
+        [&](auto s, const auto& panel, const auto&, const auto& out, const auto& rows) {
+          PanelGroupKernel<s()>(panel, x, w.cols, out, rows);
         });
   }
   ForEachPanelBlock<kPanelTokens>(
@@ -753,12 +774,10 @@ void PanelRowsFp8(const float* x, int64_t n, const LinearWeight& w, float* y, in
     return;
   }
   if (n == 1) {
-    return ForEachPanelPair(
+    return ForEachPanelGroup<kOneTokenPanels>(
         w, y, r0, r1,
-        [&](const uint8_t* const two[2], const float* const scales[2], float* const out[2],
-            const int64_t rows[2]) { PanelPairKernelFp8(two, x, w.cols, scales, out, rows); },
-        [&](const uint8_t* panel, int64_t r, int64_t rows) {
-          PanelKernelFp8<1>(panel, x, w.cols, w.cols, ScaleRow(w, r), y + r, w.rows, rows);
+        [&](auto s, const auto& panel, const auto& scales, const auto& out, const auto& rows) {
+          PanelGroupKernelFp8<s()>(panel, x, w.cols, scales, out, rows);
         });
   }
   ForEachPanelBlock<kFp8PanelTokens>(

@@ -325,18 +325,19 @@ TEST_P(SimdTest, PackedPanelsGiveTheSameProductsEverywhere) {
   }
 }
 
-// One token multiplies panels two at a time: pairs whose second panel is partial (rows 100 and
-// 50 of a view), whose two panels sit in different FP8 scale blocks (the view from row 96), odd
-// columns, a last panel alone; through MatMul (parallel tasks of panel pairs) and MatMulBatch
-// (chunks of panel pairs), against the double-precision product of the decoded weight.
-TEST_P(SimdTest, OneTokenPanelPairsMatchTheReference) {
+// One token multiplies panels four (FP8) or two (BF16) at a time, the rest in smaller groups:
+// groups whose last panel is partial (rows 100 and 50 of a view), whose panels sit in different
+// FP8 scale blocks (the view from row 96), 7 panels (4 + 2 + 1), odd columns, a last panel alone;
+// through MatMul (parallel tasks of panel groups) and MatMulBatch (chunks of panel groups),
+// against the double-precision product of the decoded weight.
+TEST_P(SimdTest, OneTokenPanelGroupsMatchTheReference) {
   for (DType dtype : {DType::kBF16, DType::kF8E4M3}) {
     SCOPED_TRACE(DTypeName(dtype));
     Stored s = MakeWeight(dtype, 2100, 301, 43);
     WeightArena packed;
     PackPanels(&s.w, &packed);
     for (auto [begin, end] : {std::pair<int64_t, int64_t>{0, 2100}, {96, 300}, {0, 100},
-                              {32, 82}, {64, 96}}) {
+                              {0, 224}, {0, 130}, {32, 82}, {64, 96}}) {
       SCOPED_TRACE(begin);
       const LinearWeight view = s.w.Rows(begin, end);
       const std::vector<float> x = RandomVector(301, 12);
