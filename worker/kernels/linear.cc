@@ -469,32 +469,45 @@ inline int64_t NextGroupAhead(int64_t at, int64_t panel_bytes) {
   return ahead < panel_bytes ? ahead : ahead + (S - 1) * panel_bytes;
 }
 
-// One token against S BF16 panels at once, each as PanelKernel<1> computes it (the same sums in
-// the same order): several streams per thread keep more of memory's latency covered than one, so
-// a batch-1 step streams its weights faster (a thread reads one stream at ~11 GB/s here, whatever
-// the kernel; docs/PERFORMANCE.md, "Two panels at a time" and "Four panels at a time").
-template <int S>
+// T tokens against S BF16 panels at once, each panel and token as PanelKernel<T> computes it (the
+// same sums in the same order): several streams per thread keep more of memory's latency covered
+// than one, so a decode step streams its weights faster (a thread reads one stream at ~11 GB/s
+// here, whatever the kernel; docs/PERFORMANCE.md, "Two panels at a time" and "Four panels at a
+// time"). Few tokens only: the 2 · T · S accumulators must fit the registers.
+template <int T, int S>
 EPINFER_TARGET_AVX512 void PanelGroupKernel(const std::array<const uint8_t*, S>& panel,
-                                            const float* x, int64_t cols,
-                                            const std::array<float*, S>& y,
+                                            const float* x, int64_t ldx, int64_t cols,
+                                            const std::array<float*, S>& y, int64_t ldy,
                                             const std::array<int64_t, S>& rows) {
-  __m512 lo[S], hi[S];
-  for (int s = 0; s < S; ++s) lo[s] = hi[s] = _mm512_setzero_ps();
+  static_assert(2 * T * S <= 24);
+  __m512 lo[S][T], hi[S][T];
+  for (int s = 0; s < S; ++s) {
+    for (int t = 0; t < T; ++t) lo[s][t] = hi[s][t] = _mm512_setzero_ps();
+  }
   const __m512i high_half = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
   const int64_t panel_bytes = 64 * cols;
   for (int64_t k = 0; k < cols; ++k) {
-    const __m512 xb = _mm512_set1_ps(x[k]);
+    __m512 xb[T];
+    for (int t = 0; t < T; ++t) xb[t] = _mm512_set1_ps(x[t * ldx + k]);
     const int64_t ahead = NextGroupAhead<S>(64 * k, panel_bytes);
     for (int s = 0; s < S; ++s) {
       _mm_prefetch(reinterpret_cast<const char*>(panel[s] + ahead), _MM_HINT_T0);
       const __m512i v = _mm512_load_si512(panel[s] + 64 * k);
-      lo[s] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), xb, lo[s]);
-      hi[s] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v, high_half)), xb, hi[s]);
+      const __m512 rows_lo = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+      const __m512 rows_hi = _mm512_castsi512_ps(_mm512_and_si512(v, high_half));
+      for (int t = 0; t < T; ++t) {
+        lo[s][t] = _mm512_fmadd_ps(rows_lo, xb[t], lo[s][t]);
+        hi[s][t] = _mm512_fmadd_ps(rows_hi, xb[t], hi[s][t]);
+      }
     }
   }
   for (int s = 0; s < S; ++s) {
-    _mm512_mask_storeu_ps(y[s], Lanes16(std::min<int64_t>(rows[s], 16)), lo[s]);
-    _mm512_mask_storeu_ps(y[s] + 16, Lanes16(std::max<int64_t>(rows[s] - 16, 0)), hi[s]);
+    const __mmask16 lo_mask = Lanes16(std::min<int64_t>(rows[s], 16));
+    const __mmask16 hi_mask = Lanes16(std::max<int64_t>(rows[s] - 16, 0));
+    for (int t = 0; t < T; ++t) {
+      _mm512_mask_storeu_ps(y[s] + t * ldy, lo_mask, lo[s][t]);
+      _mm512_mask_storeu_ps(y[s] + t * ldy + 16, hi_mask, hi[s][t]);
+    }
   }
 }
 
@@ -580,43 +593,55 @@ EPINFER_TARGET_AVX512VBMI void PanelKernelFp8(const uint8_t* panel, const float*
   }
 }
 
-// One token against S FP8 panels at once, for S interleaved streams per thread (see
-// PanelGroupKernel). Per panel and 128-column block, columns k and k + 1 add into one
-// accumulator per half (rows 0-15, 16-31), which joins the total × the block's scale: S = 4
-// fits 32 registers that way. Every S sums a panel in the same order, so a row's result does not
-// depend on how the rows were grouped.
-template <int S>
+// T tokens against S FP8 panels at once, for S interleaved streams per thread (see
+// PanelGroupKernel). Per panel, token and 128-column block, columns k and k + 1 add into one
+// accumulator per half (rows 0-15, 16-31), which joins the total × the block's scale: 4 · T · S
+// of them, which T · S ≤ 4 fits beside the tables. Every S sums a panel in the same order, so a
+// row's result does not depend on how the rows were grouped.
+template <int T, int S>
 EPINFER_TARGET_AVX512VBMI void PanelGroupKernelFp8(const std::array<const uint8_t*, S>& panel,
-                                                   const float* x, int64_t cols,
+                                                   const float* x, int64_t ldx, int64_t cols,
                                                    const std::array<const float*, S>& scales,
-                                                   const std::array<float*, S>& y,
+                                                   const std::array<float*, S>& y, int64_t ldy,
                                                    const std::array<int64_t, S>& rows) {
+  static_assert(T * S <= 4);
   const LutRegisters lut = LoadLut(Fp8LookupTables());
-  __m512 acc[S][2], total[S][2];
+  __m512 acc[S][T][2], total[S][T][2];
   for (int s = 0; s < S; ++s) {
-    acc[s][0] = acc[s][1] = total[s][0] = total[s][1] = _mm512_setzero_ps();
+    for (int t = 0; t < T; ++t) {
+      acc[s][t][0] = acc[s][t][1] = total[s][t][0] = total[s][t][1] = _mm512_setzero_ps();
+    }
   }
   const int64_t pairs = cols / 2, panel_bytes = 64 * ((cols + 1) / 2);
   constexpr int64_t kBlockPairs = kFp8BlockSize / 2;
   for (int64_t b0 = 0; b0 < pairs; b0 += kBlockPairs) {
     const int64_t b1 = std::min(pairs, b0 + kBlockPairs);
     for (int64_t c = b0; c < b1; ++c) {
-      const __m512 x0 = _mm512_set1_ps(x[2 * c]);
-      const __m512 x1 = _mm512_set1_ps(x[2 * c + 1]);
+      __m512 x0[T], x1[T];
+      for (int t = 0; t < T; ++t) {
+        x0[t] = _mm512_set1_ps(x[t * ldx + 2 * c]);
+        x1[t] = _mm512_set1_ps(x[t * ldx + 2 * c + 1]);
+      }
       const int64_t ahead = NextGroupAhead<S>(64 * c, panel_bytes);
       for (int s = 0; s < S; ++s) {
         _mm_prefetch(reinterpret_cast<const char*>(panel[s] + ahead), _MM_HINT_T0);
         __m512 wv[4];
         LutConvert64(panel[s] + 64 * c, lut, wv);
-        acc[s][0] = _mm512_fmadd_ps(wv[2], x1, _mm512_fmadd_ps(wv[0], x0, acc[s][0]));
-        acc[s][1] = _mm512_fmadd_ps(wv[3], x1, _mm512_fmadd_ps(wv[1], x0, acc[s][1]));
+        for (int t = 0; t < T; ++t) {
+          acc[s][t][0] =
+              _mm512_fmadd_ps(wv[2], x1[t], _mm512_fmadd_ps(wv[0], x0[t], acc[s][t][0]));
+          acc[s][t][1] =
+              _mm512_fmadd_ps(wv[3], x1[t], _mm512_fmadd_ps(wv[1], x0[t], acc[s][t][1]));
+        }
       }
     }
     for (int s = 0; s < S; ++s) {
       const __m512 scale = _mm512_set1_ps(scales[s][2 * b0 / kFp8BlockSize]);
-      for (int h = 0; h < 2; ++h) {
-        total[s][h] = _mm512_fmadd_ps(acc[s][h], scale, total[s][h]);
-        acc[s][h] = _mm512_setzero_ps();
+      for (int t = 0; t < T; ++t) {
+        for (int h = 0; h < 2; ++h) {
+          total[s][t][h] = _mm512_fmadd_ps(acc[s][t][h], scale, total[s][t][h]);
+          acc[s][t][h] = _mm512_setzero_ps();
+        }
       }
     }
   }
@@ -625,12 +650,18 @@ EPINFER_TARGET_AVX512VBMI void PanelGroupKernelFp8(const std::array<const uint8_
       __m512 wv[4];
       LutConvert64(panel[s] + 64 * pairs, lut, wv);
       const __m512 scale = _mm512_set1_ps(scales[s][(cols - 1) / kFp8BlockSize]);
-      const __m512 x0 = _mm512_mul_ps(_mm512_set1_ps(x[cols - 1]), scale);
-      total[s][0] = _mm512_fmadd_ps(wv[0], x0, total[s][0]);
-      total[s][1] = _mm512_fmadd_ps(wv[1], x0, total[s][1]);
+      for (int t = 0; t < T; ++t) {
+        const __m512 x0 = _mm512_mul_ps(_mm512_set1_ps(x[t * ldx + cols - 1]), scale);
+        total[s][t][0] = _mm512_fmadd_ps(wv[0], x0, total[s][t][0]);
+        total[s][t][1] = _mm512_fmadd_ps(wv[1], x0, total[s][t][1]);
+      }
     }
-    _mm512_mask_storeu_ps(y[s], Lanes16(std::min<int64_t>(rows[s], 16)), total[s][0]);
-    _mm512_mask_storeu_ps(y[s] + 16, Lanes16(std::max<int64_t>(rows[s] - 16, 0)), total[s][1]);
+    const __mmask16 lo_mask = Lanes16(std::min<int64_t>(rows[s], 16));
+    const __mmask16 hi_mask = Lanes16(std::max<int64_t>(rows[s] - 16, 0));
+    for (int t = 0; t < T; ++t) {
+      _mm512_mask_storeu_ps(y[s] + t * ldy, lo_mask, total[s][t][0]);
+      _mm512_mask_storeu_ps(y[s] + t * ldy + 16, hi_mask, total[s][t][1]);
+    }
   }
 }
 
@@ -684,16 +715,23 @@ void ForEachPanelBlock(int64_t n, const LinearWeight& w, int64_t r0, int64_t r1,
   }
 }
 
-// Panels one token multiplies at a time, as interleaved streams (PanelGroupKernel).
-constexpr int kOneTokenPanels = 4;
-
-// Rows per unit of work (a decode chunk, a MatMul task) of a panel product at n tokens: one
-// token's units hold the panels it multiplies at a time (ForEachPanelGroup).
-constexpr int64_t PanelUnitRows(int64_t n) {
-  return n == 1 ? kOneTokenPanels * kPanelRows : kPanelRows;
+// Panels a product of few tokens multiplies at a time, as interleaved streams (PanelGroupKernel,
+// PanelGroupKernelFp8): as many as their accumulators leave registers for. BF16: four up to 3
+// tokens, two up to kGroupTokensBf16. FP8: four for one token, two for two, one for 3 or 4
+// (its conversion, not memory, sets the pace there; the group kernel still saves the scale
+// multiplies PanelKernelFp8 spends per chunk beyond 2 tokens).
+constexpr int kGroupTokensBf16 = 6, kGroupTokensFp8 = 4;
+constexpr int GroupPanelsBf16(int64_t n) { return n <= 3 ? 4 : n <= kGroupTokensBf16 ? 2 : 1; }
+constexpr int GroupPanelsFp8(int64_t n) { return n == 1 ? 4 : n == 2 ? 2 : 1; }
+int64_t GroupPanels(const LinearWeight& w, int64_t n) {
+  return w.dtype == DType::kF8E4M3 ? GroupPanelsFp8(n) : GroupPanelsBf16(n);
 }
 
-// Rows [r0, r1) of one token's y = x · Wᵀ (r0 on a panel boundary), S panels at a time through
+// Rows per unit of work (a decode chunk, a MatMul task) of a panel product of w at n tokens: the
+// panels the kernel multiplies at a time (ForEachPanelGroup).
+int64_t PanelUnitRows(const LinearWeight& w, int64_t n) { return GroupPanels(w, n) * kPanelRows; }
+
+// Rows [r0, r1) of y = x · Wᵀ (r0 on a panel boundary), S panels at a time through
 // group(std::integral_constant<int, S>, panels, scale rows, outputs, rows) while S fit (the last
 // may be partial), the rest in groups of S / 2, S / 4, ... (S a power of two).
 template <int S, class Group>
@@ -723,12 +761,14 @@ void ForEachPanelGroup(const LinearWeight& w, float* y, int64_t r0, int64_t r1,
 
 void PanelRowsBf16(const float* x, int64_t n, const LinearWeight& w, float* y, int64_t r0,
                    int64_t r1) {
-  if (n == 1) {
-    return ForEachPanelGroup<kOneTokenPanels>(
-        w, y, r0, r1,
-        [&](auto s, const auto& panel, const auto&, const auto& out, const auto& rows) {
-          PanelGroupKernel<s()>(panel, x, w.cols, out, rows);
-        });
+  if (n <= kGroupTokensBf16) {
+    return WithTokens<kGroupTokensBf16>(n, [&](auto tokens) {
+      ForEachPanelGroup<GroupPanelsBf16(tokens())>(
+          w, y, r0, r1,
+          [&](auto s, const auto& panel, const auto&, const auto& out, const auto& rows) {
+            PanelGroupKernel<tokens(), s()>(panel, x, w.cols, w.cols, out, w.rows, rows);
+          });
+    });
   }
   ForEachPanelBlock<kPanelTokens>(
       n, w, r0, r1, [&](const uint8_t* panel, int64_t t, int64_t count, int64_t r, int64_t rows) {
@@ -773,12 +813,15 @@ void PanelRowsFp8(const float* x, int64_t n, const LinearWeight& w, float* y, in
         group);
     return;
   }
-  if (n == 1) {
-    return ForEachPanelGroup<kOneTokenPanels>(
-        w, y, r0, r1,
-        [&](auto s, const auto& panel, const auto& scales, const auto& out, const auto& rows) {
-          PanelGroupKernelFp8<s()>(panel, x, w.cols, scales, out, rows);
-        });
+  if (n <= kGroupTokensFp8) {
+    return WithTokens<kGroupTokensFp8>(n, [&](auto tokens) {
+      ForEachPanelGroup<GroupPanelsFp8(tokens())>(
+          w, y, r0, r1,
+          [&](auto s, const auto& panel, const auto& scales, const auto& out, const auto& rows) {
+            PanelGroupKernelFp8<tokens(), s()>(panel, x, w.cols, w.cols, scales, out, w.rows,
+                                               rows);
+          });
+    });
   }
   ForEachPanelBlock<kFp8PanelTokens>(
       n, w, r0, r1, [&](const uint8_t* panel, int64_t t, int64_t count, int64_t r, int64_t rows) {
@@ -1371,7 +1414,7 @@ void MatMul(const float* x, int64_t n, const LinearWeight& w, float* y) {
     // from memory once per run: one run per thread when x spans several groups; for decode
     // (one group) kSlicesPerThread runs per thread, handed out by a SliceQueue.
     if (!parallel) return PanelRows(x, n, w, y, 0, w.rows);
-    const int64_t unit = PanelUnitRows(n);
+    const int64_t unit = PanelUnitRows(w, n);
     const int64_t units = (w.rows + unit - 1) / unit;
     const int64_t runs_per_thread = n <= kPanelTokenGroup ? kSlicesPerThread : 1;
     const int threads = KernelThreads();
@@ -1453,7 +1496,7 @@ struct BatchChunks {
       const bool panels = job.w->panels != nullptr;
       const int64_t row_bytes = job.w->cols * DTypeSize(job.w->dtype) *
                                 (panels ? 1 + (job.n - 1) / 8 : 1 + (job.n - 1) / 4);
-      const int64_t chunk_rows = panels ? PanelUnitRows(job.n) : kStreamChunkRows;
+      const int64_t chunk_rows = panels ? PanelUnitRows(*job.w, job.n) : kStreamChunkRows;
       for (int64_t r0 = 0; r0 < job.w->rows; r0 += chunk_rows) {
         const int64_t r1 = std::min(r0 + chunk_rows, job.w->rows);
         chunks.push_back({j, r0, r1});

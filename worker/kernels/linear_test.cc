@@ -325,30 +325,34 @@ TEST_P(SimdTest, PackedPanelsGiveTheSameProductsEverywhere) {
   }
 }
 
-// One token multiplies panels four (FP8) or two (BF16) at a time, the rest in smaller groups:
-// groups whose last panel is partial (rows 100 and 50 of a view), whose panels sit in different
-// FP8 scale blocks (the view from row 96), 7 panels (4 + 2 + 1), odd columns, a last panel alone;
-// through MatMul (parallel tasks of panel groups) and MatMulBatch (chunks of panel groups),
-// against the double-precision product of the decoded weight.
-TEST_P(SimdTest, OneTokenPanelGroupsMatchTheReference) {
+// A few tokens multiply several panels at a time (up to 6 tokens BF16, 4 FP8; four panels for
+// one token), the rest in smaller groups: groups whose last panel is partial (rows 100 and 50 of a
+// view), whose panels sit in different FP8 scale blocks (the view from row 96), 7 panels
+// (4 + 2 + 1), odd columns, a last panel alone; through MatMul (parallel tasks of panel groups)
+// and MatMulBatch (chunks of panel groups), against the double-precision product of the decoded
+// weight.
+TEST_P(SimdTest, FewTokenPanelGroupsMatchTheReference) {
   for (DType dtype : {DType::kBF16, DType::kF8E4M3}) {
     SCOPED_TRACE(DTypeName(dtype));
     Stored s = MakeWeight(dtype, 2100, 301, 43);
     WeightArena packed;
     PackPanels(&s.w, &packed);
-    for (auto [begin, end] : {std::pair<int64_t, int64_t>{0, 2100}, {96, 300}, {0, 100},
-                              {0, 224}, {0, 130}, {32, 82}, {64, 96}}) {
-      SCOPED_TRACE(begin);
-      const LinearWeight view = s.w.Rows(begin, end);
-      const std::vector<float> x = RandomVector(301, 12);
-      std::vector<float> y(static_cast<size_t>(view.rows), NAN);
-      MatMul(x.data(), 1, view, y.data());
-      ExpectProduct(s, view, begin, x, 1, y);
-      std::vector<float> yb(static_cast<size_t>(view.rows), NAN), yc(yb.size(), NAN);
-      const MatMulJob jobs[] = {{x.data(), 1, &view, yb.data()}, {x.data(), 1, &view, yc.data()}};
-      MatMulBatch(jobs);
-      ExpectProduct(s, view, begin, x, 1, yb);
-      ExpectProduct(s, view, begin, x, 1, yc);
+    for (int64_t n = 1; n <= 7; ++n) {
+      SCOPED_TRACE(n);
+      for (auto [begin, end] : {std::pair<int64_t, int64_t>{0, 2100}, {96, 300}, {0, 100},
+                                {0, 224}, {0, 130}, {32, 82}, {64, 96}}) {
+        SCOPED_TRACE(begin);
+        const LinearWeight view = s.w.Rows(begin, end);
+        const std::vector<float> x = RandomVector(n * 301, 12 + static_cast<uint32_t>(n));
+        std::vector<float> y(static_cast<size_t>(n * view.rows), NAN);
+        MatMul(x.data(), n, view, y.data());
+        ExpectProduct(s, view, begin, x, n, y);
+        std::vector<float> yb(y.size(), NAN), yc(y.size(), NAN);
+        const MatMulJob jobs[] = {{x.data(), n, &view, yb.data()}, {x.data(), n, &view, yc.data()}};
+        MatMulBatch(jobs);
+        ExpectProduct(s, view, begin, x, n, yb);
+        ExpectProduct(s, view, begin, x, n, yc);
+      }
     }
   }
 }
