@@ -151,6 +151,17 @@ absl::StatusOr<ModelWeights> LoadWeights(const Checkpoint& checkpoint, const Mod
   const int64_t hidden = c.hidden_size, heads = c.num_attention_heads;
   ASSIGN_OR_RETURN(weights.embed_tokens,
                    read.Linear("model.embed_tokens", c.vocab_size, hidden, /*product=*/false));
+  // Decode looks its rows up a token at a time, anywhere in the table: fault the pages of the
+  // mapped checkpoint they lie on in now, not one fault per new token while serving (~15 us of a
+  // batch-1 step here, and a long tail).
+  {
+    const auto* bytes = static_cast<const volatile uint8_t*>(weights.embed_tokens.data);
+    const int64_t size = weights.embed_tokens.bytes();
+    uint8_t sink = 0;
+    for (int64_t i = 0; i < size; i += 4096) sink ^= bytes[i];
+    if (size > 0) sink ^= bytes[size - 1];
+    static_cast<void>(sink);
+  }
   weights.layers.resize(static_cast<size_t>(c.num_hidden_layers));
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     LayerWeights& w = weights.layers[l];
