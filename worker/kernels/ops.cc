@@ -191,19 +191,38 @@ EPINFER_TARGET_AVX512 inline __m512 Reduce16(const __m512 (&v)[16]) {
   return _mm512_add_ps(_mm512_shuffle_f32x4(d01, d23, 0x88), _mm512_shuffle_f32x4(d01, d23, 0xDD));
 }
 
+// Tiles of rows ScoreRowsAvx512 prefetches ahead.
+constexpr int64_t kPrefetchTiles = 2;
+
 // scores[h * lds + r] = scale · q[h] · rows[r] for H heads and `count` rows of `dim` values: K
 // rows at a time against all H heads, K·H ≤ 16 accumulators (each 16-value chunk of a row and of
 // a query loaded once per tile), reduced together by Reduce16; the last count % K rows one by one.
 template <int H>
-EPINFER_TARGET_AVX512 void ScoreRowsAvx512(const float* q, int64_t dim, const float* rows,
-                                           int64_t count, float scale, float* scores,
+EPINFER_TARGET_AVX512 void ScoreRowsAvx512(const float* q, int64_t dim, const RowRun& run,
+                                           const RowRun& next, float scale, float* scores,
                                            int64_t lds) {
   constexpr int K = std::min(8, 16 / H);
+  const float* rows = run.rows;
+  const int64_t count = run.count;
+  // Row j of this run, or of the next one past its end; nullptr past both.
+  auto row_at = [&](int64_t j) -> const float* {
+    if (j < count) return rows + j * dim;
+    return j - count < next.count ? next.rows + (j - count) * dim : nullptr;
+  };
   int64_t r = 0;
   for (; r + K <= count; r += K) {
     __m512 acc[16];
     for (int i = 0; i < 16; ++i) acc[i] = _mm512_setzero_ps();
+    // The rows two tiles on, a line of each per chunk: cached rows come from memory (a step
+    // streams the weights past them), one block of rows at a time.
+    const float* ahead[K];
+    for (int k = 0; k < K; ++k) ahead[k] = row_at(r + kPrefetchTiles * K + k);
     for (int64_t c = 0; c < dim; c += 16) {
+      for (int k = 0; k < K; ++k) {
+        if (ahead[k] != nullptr) {
+          _mm_prefetch(reinterpret_cast<const char*>(ahead[k] + c), _MM_HINT_T0);
+        }
+      }
       const __mmask16 m = Lanes(std::min<int64_t>(16, dim - c));
       __m512 qv[H];
       for (int h = 0; h < H; ++h) qv[h] = _mm512_maskz_loadu_ps(m, q + h * dim + c);
@@ -233,30 +252,36 @@ EPINFER_TARGET_AVX512 void ScoreRowsAvx512(const float* q, int64_t dim, const fl
   }
 }
 
-// out[h * ldo + j] += Σ_r probs[h * ldp + r] · rows[r * dim + j] for H heads, j < out_dim: 32
-// columns at a time over all `count` rows (a KV block's rows stay in L1 across the passes).
+// out[h * ldo + j] += Σ_r probs[h * ldp + r] · rows[r * dim + j] for H heads, j < out_dim:
+// 16 · V columns at a time over all `count` rows (a KV block's rows stay in L1 across the passes),
+// V as many as 16 accumulators allow: each row's probabilities, broadcast once per pass, feed
+// V FMAs each.
 template <int H>
 EPINFER_TARGET_AVX512 void WeighRowsAvx512(const float* probs, int64_t ldp, int64_t dim,
                                            const float* rows, int64_t count, int64_t out_dim,
                                            float* out, int64_t ldo) {
-  for (int64_t j = 0; j < out_dim; j += 32) {
-    const __mmask16 m0 = Lanes(std::min<int64_t>(16, out_dim - j));
-    const __mmask16 m1 = Lanes(std::clamp<int64_t>(out_dim - j - 16, 0, 16));
-    __m512 a0[H], a1[H];
-    for (int h = 0; h < H; ++h) a0[h] = a1[h] = _mm512_setzero_ps();
+  constexpr int V = H <= 2 ? 8 : H <= 4 ? 4 : 2;
+  for (int64_t j = 0; j < out_dim; j += 16 * V) {
+    __mmask16 m[V];
+    for (int v = 0; v < V; ++v) m[v] = Lanes(std::clamp<int64_t>(out_dim - j - 16 * v, 0, 16));
+    __m512 a[H][V];
+    for (int h = 0; h < H; ++h) {
+      for (int v = 0; v < V; ++v) a[h][v] = _mm512_setzero_ps();
+    }
     for (int64_t r = 0; r < count; ++r) {
       const float* row = rows + r * dim + j;
-      const __m512 k0 = _mm512_maskz_loadu_ps(m0, row), k1 = _mm512_maskz_loadu_ps(m1, row + 16);
+      __m512 k[V];
+      for (int v = 0; v < V; ++v) k[v] = _mm512_maskz_loadu_ps(m[v], row + 16 * v);
       for (int h = 0; h < H; ++h) {
         const __m512 p = _mm512_set1_ps(probs[h * ldp + r]);
-        a0[h] = _mm512_fmadd_ps(p, k0, a0[h]);
-        a1[h] = _mm512_fmadd_ps(p, k1, a1[h]);
+        for (int v = 0; v < V; ++v) a[h][v] = _mm512_fmadd_ps(p, k[v], a[h][v]);
       }
     }
     for (int h = 0; h < H; ++h) {
-      float* o = out + h * ldo + j;
-      _mm512_mask_storeu_ps(o, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, o), a0[h]));
-      _mm512_mask_storeu_ps(o + 16, m1, _mm512_add_ps(_mm512_maskz_loadu_ps(m1, o + 16), a1[h]));
+      for (int v = 0; v < V; ++v) {
+        float* o = out + h * ldo + j + 16 * v;
+        _mm512_mask_storeu_ps(o, m[v], _mm512_add_ps(_mm512_maskz_loadu_ps(m[v], o), a[h][v]));
+      }
     }
   }
 }
@@ -401,10 +426,12 @@ void AttendRows(const float* q, int64_t heads, int64_t dim, std::span<const RowR
     const float* qt = q + h0 * dim;
     float* pt = probs + h0 * total;
     int64_t r0 = 0;
-    for (const RowRun& run : runs) {
+    for (size_t i = 0; i < runs.size(); ++i) {
+      const RowRun& run = runs[i];
       if (avx512) {
+        const RowRun next = i + 1 < runs.size() ? runs[i + 1] : RowRun{};
         WithHeads<kAttendHeads>(tile, [&](auto h) {
-          ScoreRowsAvx512<h()>(qt, dim, run.rows, run.count, scale, pt + r0, total);
+          ScoreRowsAvx512<h()>(qt, dim, run, next, scale, pt + r0, total);
         });
       } else {
         for (int64_t h = 0; h < tile; ++h) {
