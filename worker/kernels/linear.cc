@@ -472,8 +472,8 @@ inline int64_t NextGroupAhead(int64_t at, int64_t panel_bytes) {
 // T tokens against S BF16 panels at once, each panel and token as PanelKernel<T> computes it (the
 // same sums in the same order): several streams per thread keep more of memory's latency covered
 // than one, so a decode step streams its weights faster (a thread reads one stream at ~11 GB/s
-// here, whatever the kernel; docs/PERFORMANCE.md, "Two panels at a time" and "Four panels at a
-// time"). Few tokens only: the 2 · T · S accumulators must fit the registers.
+// here, whatever the kernel; docs/PERFORMANCE.md, "Two panels at a time" and "Stop 15"). Few
+// tokens only: the 2 · T · S accumulators must fit the registers.
 template <int T, int S>
 EPINFER_TARGET_AVX512 void PanelGroupKernel(const std::array<const uint8_t*, S>& panel,
                                             const float* x, int64_t ldx, int64_t cols,
