@@ -172,9 +172,9 @@ struct MoeScratch {
   std::vector<float> logits, shared_gate, shared_up, sums, xs, ys;
   std::vector<int32_t> experts;
   std::vector<float> weights;
-  // A group's gathered rows (xs row, received row) and each received row's expert outputs
-  // (ys row, weight) in slot order, [first_output[r], first_output[r + 1]).
-  std::vector<std::pair<int64_t, int64_t>> gather;
+  // A group's gathered rows (the received row of each xs row) and each received row's expert
+  // outputs (ys row, weight) in slot order, [first_output[r], first_output[r + 1]).
+  std::vector<int64_t> gather;
   std::vector<int64_t> first_output, fill;
   std::vector<std::pair<int64_t, float>> outputs;
 };
@@ -428,7 +428,7 @@ absl::Status RunMoe(const ModelConfig& c, const LayerWeights& w, const LayerPlac
     }
     float* xs = Sized(scratch.xs, rows * hidden);
     float* ys = Sized(scratch.ys, rows * hidden);
-    std::vector<std::pair<int64_t, int64_t>>& gather = scratch.gather;
+    std::vector<int64_t>& gather = scratch.gather;
     std::vector<int64_t>& first_output = scratch.first_output;
     gather.clear();
     first_output.assign(static_cast<size_t>(received) + 1, 0);
@@ -437,7 +437,7 @@ absl::Status RunMoe(const ModelConfig& c, const LayerWeights& w, const LayerPlac
     for (size_t s = first; s < last; ++s) {
       const int64_t n = static_cast<int64_t>(slot_rows[s].size());
       for (int64_t i = 0; i < n; ++i) {
-        gather.emplace_back(row + i, slot_rows[s][i].first);
+        gather.push_back(slot_rows[s][i].first);
         ++first_output[slot_rows[s][i].first + 1];
       }
       jobs.push_back({&w.experts[s], xs + row * hidden, n, ys + row * hidden});
@@ -453,8 +453,8 @@ absl::Status RunMoe(const ModelConfig& c, const LayerWeights& w, const LayerPlac
       for (const auto& [r, weight] : slot_rows[s]) outputs[fill[r]++] = {row++, weight};
     }
     ForEachRow(rows, hidden, [&](int64_t i) {
-      std::memcpy(xs + gather[i].first * hidden,
-                  dispatcher.received_rows() + gather[i].second * hidden, hidden * sizeof(float));
+      std::memcpy(xs + i * hidden, dispatcher.received_rows() + gather[i] * hidden,
+                  hidden * sizeof(float));
     });
     const MatMulJob shared_down = {shared_gate, num_tokens, &w.shared_experts.down_proj, out};
     const bool with_shared = first == 0 && w.has_shared_experts;

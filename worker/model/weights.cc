@@ -155,8 +155,9 @@ absl::StatusOr<ModelWeights> LoadWeights(const Checkpoint& checkpoint, const Mod
   // mapped checkpoint they lie on in now, not one fault per new token while serving (~15 us of a
   // batch-1 step here, and a long tail).
   {
-    const auto* bytes = static_cast<const volatile uint8_t*>(weights.embed_tokens.data);
-    const int64_t size = weights.embed_tokens.bytes();
+    const LinearWeight& e = weights.embed_tokens;
+    const auto* bytes = static_cast<const volatile uint8_t*>(e.data);
+    const int64_t size = e.rows * e.cols * DTypeSize(e.dtype);  // its rows, not its scales
     uint8_t sink = 0;
     for (int64_t i = 0; i < size; i += 4096) sink ^= bytes[i];
     if (size > 0) sink ^= bytes[size - 1];
