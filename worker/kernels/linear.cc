@@ -422,30 +422,17 @@ constexpr int kPanelTokens = 12;
 // Tokens whose x rows stay in L2 while a thread's panels stream past them once.
 constexpr int64_t kPanelTokenGroup = 48;
 
-// y[t * ldy + i] = Σ_k x[t * ldx + k] · W[i, k] for the panel's `rows` ≤ 32 rows, t < T.
-// Weights per column k: BF16, one 64-byte line (PackPanels' layout); or F32, two lines (rows 0-15,
-// then 16-31: an FP8 panel converted once for many tokens, see PanelRowsFp8).
-template <int T, class W>
-EPINFER_TARGET_AVX512 void PanelKernel(const W* panel, const float* x, int64_t ldx, int64_t cols,
-                                       float* y, int64_t ldy, int64_t rows) {
-  static_assert(std::is_same_v<W, uint32_t> || std::is_same_v<W, float>);
-  constexpr bool kBf16 = std::is_same_v<W, uint32_t>;
-  constexpr int64_t kStride = kBf16 ? 16 : 32;  // elements per column
+// y[t * ldy + i] = Σ_k x[t * ldx + k] · W[i, k] for the panel's `rows` ≤ 32 rows, t < T, from an
+// F32 panel in cache: per column k two lines (rows 0-15, then 16-31), an FP8 panel converted once
+// for many tokens (see PanelRowsFp8).
+template <int T>
+EPINFER_TARGET_AVX512 void PanelKernelF32(const float* panel, const float* x, int64_t ldx,
+                                          int64_t cols, float* y, int64_t ldy, int64_t rows) {
   __m512 lo[T], hi[T];
   for (int t = 0; t < T; ++t) lo[t] = hi[t] = _mm512_setzero_ps();
-  const __m512i high_half = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
   for (int64_t k = 0; k < cols; ++k) {
-    __m512 rows_lo, rows_hi;
-    if constexpr (kBf16) {
-      _mm_prefetch(reinterpret_cast<const char*>(panel + (k * kStride + kPrefetchBytes / 4)),
-                   _MM_HINT_T0);
-      const __m512i v = _mm512_load_si512(panel + k * kStride);
-      rows_lo = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
-      rows_hi = _mm512_castsi512_ps(_mm512_and_si512(v, high_half));
-    } else {  // from cache: no prefetch
-      rows_lo = _mm512_load_ps(panel + k * kStride);
-      rows_hi = _mm512_load_ps(panel + k * kStride + 16);
-    }
+    const __m512 rows_lo = _mm512_load_ps(panel + k * 32);
+    const __m512 rows_hi = _mm512_load_ps(panel + k * 32 + 16);
     for (int t = 0; t < T; ++t) {
       const __m512 xb = _mm512_set1_ps(x[t * ldx + k]);
       lo[t] = _mm512_fmadd_ps(rows_lo, xb, lo[t]);
@@ -469,11 +456,12 @@ inline int64_t NextGroupAhead(int64_t at, int64_t panel_bytes) {
   return ahead < panel_bytes ? ahead : ahead + (S - 1) * panel_bytes;
 }
 
-// T tokens against S BF16 panels at once, each panel and token as PanelKernel<T> computes it (the
-// same sums in the same order): several streams per thread keep more of memory's latency covered
-// than one, so a decode step streams its weights faster (a thread reads one stream at ~11 GB/s
-// here, whatever the kernel; docs/PERFORMANCE.md, "Two panels at a time" and "Stop 15"). Few
-// tokens only: the 2 · T · S accumulators must fit the registers.
+// y[t * ldy + i] = Σ_k x[t * ldx + k] · W[i, k] for T tokens and S BF16 panels (per column k,
+// the panel's 32 values in one 64-byte line, PackPanels' layout) of rows[s] ≤ 32 rows each, in the
+// same order for every S. Several panels at once are several streams per thread, which keep more
+// of memory's latency covered than one, so a decode step streams its weights faster (a thread
+// reads one stream at ~11 GB/s here, whatever the kernel; docs/PERFORMANCE.md, "Two panels at a
+// time" and "Stop 15"). The 2 · T · S accumulators must fit the registers.
 template <int T, int S>
 EPINFER_TARGET_AVX512 void PanelGroupKernel(const std::array<const uint8_t*, S>& panel,
                                             const float* x, int64_t ldx, int64_t cols,
@@ -487,8 +475,6 @@ EPINFER_TARGET_AVX512 void PanelGroupKernel(const std::array<const uint8_t*, S>&
   const __m512i high_half = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
   const int64_t panel_bytes = 64 * cols;
   for (int64_t k = 0; k < cols; ++k) {
-    __m512 xb[T];
-    for (int t = 0; t < T; ++t) xb[t] = _mm512_set1_ps(x[t * ldx + k]);
     const int64_t ahead = NextGroupAhead<S>(64 * k, panel_bytes);
     for (int s = 0; s < S; ++s) {
       _mm_prefetch(reinterpret_cast<const char*>(panel[s] + ahead), _MM_HINT_T0);
@@ -496,8 +482,11 @@ EPINFER_TARGET_AVX512 void PanelGroupKernel(const std::array<const uint8_t*, S>&
       const __m512 rows_lo = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
       const __m512 rows_hi = _mm512_castsi512_ps(_mm512_and_si512(v, high_half));
       for (int t = 0; t < T; ++t) {
-        lo[s][t] = _mm512_fmadd_ps(rows_lo, xb[t], lo[s][t]);
-        hi[s][t] = _mm512_fmadd_ps(rows_hi, xb[t], hi[s][t]);
+        // Broadcast where it is used: with 24 accumulators, 12 tokens' broadcasts held across
+        // the loop would not fit the registers.
+        const __m512 xb = _mm512_set1_ps(x[t * ldx + k]);
+        lo[s][t] = _mm512_fmadd_ps(rows_lo, xb, lo[s][t]);
+        hi[s][t] = _mm512_fmadd_ps(rows_hi, xb, hi[s][t]);
       }
     }
   }
@@ -519,25 +508,17 @@ constexpr int kFp8PanelTokens = 8;  // 16 accumulators beside 4 weight vectors a
 // The byte of a 64-byte FP8 panel chunk that holds panel row i (< 32) of column k + half.
 constexpr int Fp8PanelByte(int i, int half) { return kLutOrder[16 * (2 * half + i / 16) + i % 16]; }
 
+// y[t * ldy + i] for the panel's `rows` ≤ 32 rows and T tokens, more than PanelGroupKernelFp8
+// takes: the block scale goes on the four converted weight vectors of each column pair, which then
+// serve every token.
 template <int T>
 EPINFER_TARGET_AVX512VBMI void PanelKernelFp8(const uint8_t* panel, const float* x, int64_t ldx,
                                               int64_t cols, const float* scales, float* y,
                                               int64_t ldy, int64_t rows) {
   // The tables in registers of this function, not read through a reference in the loop.
   const LutRegisters lut = LoadLut(Fp8LookupTables());
-  // Columns k and k + 1 add into separate accumulators up to 4 tokens, where there are few
-  // enough of them that two dependent FMAs per step would otherwise set the pace (FMA latency);
-  // the pairs join at the end.
-  constexpr int kSplit = T <= 4 ? 2 : 1;
-  // The block scale (k and k + 1 share a 128-column block) goes on whichever side costs fewer
-  // multiplies: up to 2 tokens, on each block's sums (kept apart from the running totals);
-  // beyond, on the four converted weight vectors of each column pair.
-  constexpr bool kScaleSums = T <= 2;
-  __m512 lo[kSplit][T], hi[kSplit][T], total_lo[T], total_hi[T];
-  for (int t = 0; t < T; ++t) {
-    total_lo[t] = total_hi[t] = _mm512_setzero_ps();
-    for (int h = 0; h < kSplit; ++h) lo[h][t] = hi[h][t] = _mm512_setzero_ps();
-  }
+  __m512 lo[T], hi[T];
+  for (int t = 0; t < T; ++t) lo[t] = hi[t] = _mm512_setzero_ps();
   const int64_t pairs = cols / 2;
   constexpr int64_t kBlockPairs = kFp8BlockSize / 2;
   for (int64_t b0 = 0; b0 < pairs; b0 += kBlockPairs) {
@@ -548,23 +529,12 @@ EPINFER_TARGET_AVX512VBMI void PanelKernelFp8(const uint8_t* panel, const float*
       _mm_prefetch(reinterpret_cast<const char*>(panel + 64 * c + kPrefetchBytes), _MM_HINT_T0);
       __m512 wv[4];
       LutConvert64(panel + 64 * c, lut, wv);
-      if constexpr (!kScaleSums) {
-        for (int v = 0; v < 4; ++v) wv[v] = _mm512_mul_ps(wv[v], scale);
-      }
+      for (int v = 0; v < 4; ++v) wv[v] = _mm512_mul_ps(wv[v], scale);
       for (int t = 0; t < T; ++t) {
         const __m512 x0 = _mm512_set1_ps(x[t * ldx + k]);
         const __m512 x1 = _mm512_set1_ps(x[t * ldx + k + 1]);
-        lo[0][t] = _mm512_fmadd_ps(wv[0], x0, lo[0][t]);
-        hi[0][t] = _mm512_fmadd_ps(wv[1], x0, hi[0][t]);
-        lo[kSplit - 1][t] = _mm512_fmadd_ps(wv[2], x1, lo[kSplit - 1][t]);
-        hi[kSplit - 1][t] = _mm512_fmadd_ps(wv[3], x1, hi[kSplit - 1][t]);
-      }
-    }
-    if constexpr (kScaleSums) {
-      for (int t = 0; t < T; ++t) {
-        total_lo[t] = _mm512_fmadd_ps(_mm512_add_ps(lo[0][t], lo[1][t]), scale, total_lo[t]);
-        total_hi[t] = _mm512_fmadd_ps(_mm512_add_ps(hi[0][t], hi[1][t]), scale, total_hi[t]);
-        lo[0][t] = lo[1][t] = hi[0][t] = hi[1][t] = _mm512_setzero_ps();
+        lo[t] = _mm512_fmadd_ps(wv[2], x1, _mm512_fmadd_ps(wv[0], x0, lo[t]));
+        hi[t] = _mm512_fmadd_ps(wv[3], x1, _mm512_fmadd_ps(wv[1], x0, hi[t]));
       }
     }
   }
@@ -575,21 +545,15 @@ EPINFER_TARGET_AVX512VBMI void PanelKernelFp8(const uint8_t* panel, const float*
     const __m512 scale = _mm512_set1_ps(scales[k / kFp8BlockSize]);
     for (int t = 0; t < T; ++t) {
       const __m512 x0 = _mm512_mul_ps(_mm512_set1_ps(x[t * ldx + k]), scale);
-      total_lo[t] = _mm512_fmadd_ps(wv[0], x0, total_lo[t]);
-      total_hi[t] = _mm512_fmadd_ps(wv[1], x0, total_hi[t]);
+      lo[t] = _mm512_fmadd_ps(wv[0], x0, lo[t]);
+      hi[t] = _mm512_fmadd_ps(wv[1], x0, hi[t]);
     }
   }
   const __mmask16 lo_mask = Lanes16(std::min<int64_t>(rows, 16));
   const __mmask16 hi_mask = Lanes16(std::max<int64_t>(rows - 16, 0));
   for (int t = 0; t < T; ++t) {
-    if constexpr (!kScaleSums) {
-      for (int h = 0; h < kSplit; ++h) {
-        total_lo[t] = _mm512_add_ps(total_lo[t], lo[h][t]);
-        total_hi[t] = _mm512_add_ps(total_hi[t], hi[h][t]);
-      }
-    }
-    _mm512_mask_storeu_ps(y + t * ldy, lo_mask, total_lo[t]);
-    _mm512_mask_storeu_ps(y + t * ldy + 16, hi_mask, total_hi[t]);
+    _mm512_mask_storeu_ps(y + t * ldy, lo_mask, lo[t]);
+    _mm512_mask_storeu_ps(y + t * ldy + 16, hi_mask, hi[t]);
   }
 }
 
@@ -665,7 +629,7 @@ EPINFER_TARGET_AVX512VBMI void PanelGroupKernelFp8(const std::array<const uint8_
   }
 }
 
-// An FP8 panel's `cols` columns as F32 with their block scales applied, in PanelKernel's F32
+// An FP8 panel's `cols` columns as F32 with their block scales applied, in PanelKernelF32's
 // layout (column k: rows 0-15, then 16-31), for a run of many tokens to multiply from cache.
 EPINFER_TARGET_AVX512VBMI void ConvertFp8Panel(const uint8_t* panel, int64_t cols,
                                                const float* scales, float* out) {
@@ -773,8 +737,8 @@ void PanelRowsBf16(const float* x, int64_t n, const LinearWeight& w, float* y, i
   ForEachPanelBlock<kPanelTokens>(
       n, w, r0, r1, [&](const uint8_t* panel, int64_t t, int64_t count, int64_t r, int64_t rows) {
         WithTokens<kPanelTokens>(count, [&](auto tokens) {
-          PanelKernel<tokens()>(reinterpret_cast<const uint32_t*>(panel), x + t * w.cols, w.cols,
-                                w.cols, y + t * w.rows + r, w.rows, rows);
+          PanelGroupKernel<tokens(), 1>({panel}, x + t * w.cols, w.cols, w.cols,
+                                        {y + t * w.rows + r}, w.rows, {rows});
         });
       });
 }
@@ -806,8 +770,8 @@ void PanelRowsFp8(const float* x, int64_t n, const LinearWeight& w, float* y, in
             last = panel;
           }
           WithTokens<kPanelTokens>(count, [&](auto tokens) {
-            PanelKernel<tokens()>(static_cast<const float*>(panel_f32), x + t * w.cols, w.cols,
-                                  w.cols, y + t * w.rows + r, w.rows, rows);
+            PanelKernelF32<tokens()>(panel_f32, x + t * w.cols, w.cols, w.cols,
+                                     y + t * w.rows + r, w.rows, rows);
           });
         },
         group);
@@ -826,8 +790,14 @@ void PanelRowsFp8(const float* x, int64_t n, const LinearWeight& w, float* y, in
   ForEachPanelBlock<kFp8PanelTokens>(
       n, w, r0, r1, [&](const uint8_t* panel, int64_t t, int64_t count, int64_t r, int64_t rows) {
         WithTokens<kFp8PanelTokens>(count, [&](auto tokens) {
-          PanelKernelFp8<tokens()>(panel, x + t * w.cols, w.cols, w.cols, ScaleRow(w, r),
-                                   y + t * w.rows + r, w.rows, rows);
+          if constexpr (tokens() <= kGroupTokensFp8) {  // a last block of few tokens
+            PanelGroupKernelFp8<tokens(), 1>({panel}, x + t * w.cols, w.cols, w.cols,
+                                             {ScaleRow(w, r)}, {y + t * w.rows + r}, w.rows,
+                                             {rows});
+          } else {
+            PanelKernelFp8<tokens()>(panel, x + t * w.cols, w.cols, w.cols, ScaleRow(w, r),
+                                     y + t * w.rows + r, w.rows, rows);
+          }
         });
       });
 }
