@@ -335,6 +335,27 @@ EPINFER_TARGET_AVX512VBMI inline void LutConvert64(const uint8_t* p, const LutRe
   wv[3] = _mm512_castsi512_ps(_mm512_and_si512(e1, t.high_words));
 }
 
+// 64 FP8 values at p → four f32 vectors, each value × 2^-8 for exponent codes 1-15 (the panels'
+// fixes, Fp8PanelFix, make up for the others): [even bytes 0-30], [odd bytes 1-31], [even 32-62], [odd 33-63].
+// Each half sign-extends to 16-bit words; a shift puts a word's exponent and mantissa in F32's
+// exponent low bits and mantissa top bits and its sign copies over the sign bit, and one ternary
+// logic keeps sign, exponent and mantissa and sets the exponent's bias bits (0x38000000): F32
+// exponent 112 + e for E4M3's exponent e, so 2^(e-7) becomes 2^(e-15). Shifts and bit logic only,
+// no table lookups: a third of the permute-port work of LutConvert64.
+EPINFER_TARGET_AVX512 inline void PanelConvert64(const uint8_t* p, __m512* wv) {
+  const __m512i keep = _mm512_set1_epi32(static_cast<int>(0x87F00000u));
+  const __m512i bias = _mm512_set1_epi32(0x38000000);
+  for (int h = 0; h < 2; ++h) {
+    const __m512i words =
+        _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32 * h)));
+    // (A & B) | C: ternary-logic truth table 0xEA.
+    wv[2 * h] = _mm512_castsi512_ps(
+        _mm512_ternarylogic_epi32(_mm512_slli_epi32(words, 20), keep, bias, 0xEA));
+    wv[2 * h + 1] = _mm512_castsi512_ps(
+        _mm512_ternarylogic_epi32(_mm512_slli_epi32(words, 4), keep, bias, 0xEA));
+  }
+}
+
 // total[g] += scale × Σ acc[g][·], then acc = 0: one scale block of a row's products.
 template <int G>
 EPINFER_TARGET_AVX512 inline void FlushBlock(__m512 (&acc)[G][4], __m512* total, float scale) {
@@ -501,34 +522,33 @@ EPINFER_TARGET_AVX512 void PanelGroupKernel(const std::array<const uint8_t*, S>&
 }
 
 // FP8 panels: each 64 bytes hold two columns k, k + 1 of the panel's 32 rows, placed so that
-// LutConvert64 yields [k: rows 0-15], [k: rows 16-31], [k+1: rows 0-15], [k+1: rows 16-31]
-// (byte kLutOrder[16 v + i] is lane i of vector v). An odd last column pairs with zeros.
-constexpr int kFp8PanelTokens = 8;  // 16 accumulators beside 4 weight vectors and the tables
+// PanelConvert64 yields [k: rows 0-15], [k: rows 16-31], [k+1: rows 0-15], [k+1: rows 16-31]:
+// column k's rows in the first 32 bytes, row i at byte 2 (i % 16) + i / 16, column k + 1's
+// likewise in the next 32. An odd last column pairs with zeros.
+constexpr int kFp8PanelTokens = 8;  // 16 accumulators beside 4 weight vectors and the constants
 
 // The byte of a 64-byte FP8 panel chunk that holds panel row i (< 32) of column k + half.
-constexpr int Fp8PanelByte(int i, int half) { return kLutOrder[16 * (2 * half + i / 16) + i % 16]; }
+constexpr int Fp8PanelByte(int i, int half) { return 32 * half + 2 * (i % 16) + i / 16; }
 
 // y[t * ldy + i] for the panel's `rows` ≤ 32 rows and T tokens, more than PanelGroupKernelFp8
 // takes: the block scale goes on the four converted weight vectors of each column pair, which then
 // serve every token.
 template <int T>
-EPINFER_TARGET_AVX512VBMI void PanelKernelFp8(const uint8_t* panel, const float* x, int64_t ldx,
-                                              int64_t cols, const float* scales, float* y,
-                                              int64_t ldy, int64_t rows) {
-  // The tables in registers of this function, not read through a reference in the loop.
-  const LutRegisters lut = LoadLut(Fp8LookupTables());
+EPINFER_TARGET_AVX512 void PanelKernelFp8(const uint8_t* panel, const float* x, int64_t ldx,
+                                          int64_t cols, const float* scales, float* y,
+                                          int64_t ldy, int64_t rows) {
   __m512 lo[T], hi[T];
   for (int t = 0; t < T; ++t) lo[t] = hi[t] = _mm512_setzero_ps();
   const int64_t pairs = cols / 2;
   constexpr int64_t kBlockPairs = kFp8BlockSize / 2;
   for (int64_t b0 = 0; b0 < pairs; b0 += kBlockPairs) {
-    const __m512 scale = _mm512_set1_ps(scales[2 * b0 / kFp8BlockSize]);
+    const __m512 scale = _mm512_set1_ps(scales[2 * b0 / kFp8BlockSize] * kFp8Unscale);
     const int64_t b1 = std::min(pairs, b0 + kBlockPairs);
     for (int64_t c = b0; c < b1; ++c) {
       const int64_t k = 2 * c;
       _mm_prefetch(reinterpret_cast<const char*>(panel + 64 * c + kPrefetchBytes), _MM_HINT_T0);
       __m512 wv[4];
-      LutConvert64(panel + 64 * c, lut, wv);
+      PanelConvert64(panel + 64 * c, wv);
       for (int v = 0; v < 4; ++v) wv[v] = _mm512_mul_ps(wv[v], scale);
       for (int t = 0; t < T; ++t) {
         const __m512 x0 = _mm512_set1_ps(x[t * ldx + k]);
@@ -541,8 +561,8 @@ EPINFER_TARGET_AVX512VBMI void PanelKernelFp8(const uint8_t* panel, const float*
   if (cols % 2 != 0) {  // the last column, whose pair is padding
     const int64_t k = cols - 1;
     __m512 wv[4];
-    LutConvert64(panel + 64 * pairs, lut, wv);
-    const __m512 scale = _mm512_set1_ps(scales[k / kFp8BlockSize]);
+    PanelConvert64(panel + 64 * pairs, wv);
+    const __m512 scale = _mm512_set1_ps(scales[k / kFp8BlockSize] * kFp8Unscale);
     for (int t = 0; t < T; ++t) {
       const __m512 x0 = _mm512_mul_ps(_mm512_set1_ps(x[t * ldx + k]), scale);
       lo[t] = _mm512_fmadd_ps(wv[0], x0, lo[t]);
@@ -560,16 +580,15 @@ EPINFER_TARGET_AVX512VBMI void PanelKernelFp8(const uint8_t* panel, const float*
 // T tokens against S FP8 panels at once, for S interleaved streams per thread (see
 // PanelGroupKernel). Per panel, token and 128-column block, columns k and k + 1 add into one
 // accumulator per half (rows 0-15, 16-31), which joins the total × the block's scale: 4 · T · S
-// of them, which T · S ≤ 4 fits beside the tables. Every S sums a panel in the same order, so a
+// of them, which T · S ≤ 4 fits beside the constants. Every S sums a panel in the same order, so a
 // row's result does not depend on how the rows were grouped.
 template <int T, int S>
-EPINFER_TARGET_AVX512VBMI void PanelGroupKernelFp8(const std::array<const uint8_t*, S>& panel,
-                                                   const float* x, int64_t ldx, int64_t cols,
-                                                   const std::array<const float*, S>& scales,
-                                                   const std::array<float*, S>& y, int64_t ldy,
-                                                   const std::array<int64_t, S>& rows) {
+EPINFER_TARGET_AVX512 void PanelGroupKernelFp8(const std::array<const uint8_t*, S>& panel,
+                                               const float* x, int64_t ldx, int64_t cols,
+                                               const std::array<const float*, S>& scales,
+                                               const std::array<float*, S>& y, int64_t ldy,
+                                               const std::array<int64_t, S>& rows) {
   static_assert(T * S <= 4);
-  const LutRegisters lut = LoadLut(Fp8LookupTables());
   __m512 acc[S][T][2], total[S][T][2];
   for (int s = 0; s < S; ++s) {
     for (int t = 0; t < T; ++t) {
@@ -590,7 +609,7 @@ EPINFER_TARGET_AVX512VBMI void PanelGroupKernelFp8(const std::array<const uint8_
       for (int s = 0; s < S; ++s) {
         _mm_prefetch(reinterpret_cast<const char*>(panel[s] + ahead), _MM_HINT_T0);
         __m512 wv[4];
-        LutConvert64(panel[s] + 64 * c, lut, wv);
+        PanelConvert64(panel[s] + 64 * c, wv);
         for (int t = 0; t < T; ++t) {
           acc[s][t][0] =
               _mm512_fmadd_ps(wv[2], x1[t], _mm512_fmadd_ps(wv[0], x0[t], acc[s][t][0]));
@@ -600,7 +619,7 @@ EPINFER_TARGET_AVX512VBMI void PanelGroupKernelFp8(const std::array<const uint8_
       }
     }
     for (int s = 0; s < S; ++s) {
-      const __m512 scale = _mm512_set1_ps(scales[s][2 * b0 / kFp8BlockSize]);
+      const __m512 scale = _mm512_set1_ps(scales[s][2 * b0 / kFp8BlockSize] * kFp8Unscale);
       for (int t = 0; t < T; ++t) {
         for (int h = 0; h < 2; ++h) {
           total[s][t][h] = _mm512_fmadd_ps(acc[s][t][h], scale, total[s][t][h]);
@@ -612,8 +631,8 @@ EPINFER_TARGET_AVX512VBMI void PanelGroupKernelFp8(const std::array<const uint8_
   for (int s = 0; s < S; ++s) {
     if (cols % 2 != 0) {  // the last column, whose pair is padding
       __m512 wv[4];
-      LutConvert64(panel[s] + 64 * pairs, lut, wv);
-      const __m512 scale = _mm512_set1_ps(scales[s][(cols - 1) / kFp8BlockSize]);
+      PanelConvert64(panel[s] + 64 * pairs, wv);
+      const __m512 scale = _mm512_set1_ps(scales[s][(cols - 1) / kFp8BlockSize] * kFp8Unscale);
       for (int t = 0; t < T; ++t) {
         const __m512 x0 = _mm512_mul_ps(_mm512_set1_ps(x[t * ldx + cols - 1]), scale);
         total[s][t][0] = _mm512_fmadd_ps(wv[0], x0, total[s][t][0]);
@@ -631,14 +650,13 @@ EPINFER_TARGET_AVX512VBMI void PanelGroupKernelFp8(const std::array<const uint8_
 
 // An FP8 panel's `cols` columns as F32 with their block scales applied, in PanelKernelF32's
 // layout (column k: rows 0-15, then 16-31), for a run of many tokens to multiply from cache.
-EPINFER_TARGET_AVX512VBMI void ConvertFp8Panel(const uint8_t* panel, int64_t cols,
-                                               const float* scales, float* out) {
-  const LutRegisters lut = LoadLut(Fp8LookupTables());
+EPINFER_TARGET_AVX512 void ConvertFp8Panel(const uint8_t* panel, int64_t cols,
+                                           const float* scales, float* out) {
   for (int64_t c = 0; c < (cols + 1) / 2; ++c) {
     const int64_t k = 2 * c;
     __m512 wv[4];
-    LutConvert64(panel + 64 * c, lut, wv);
-    const __m512 scale = _mm512_set1_ps(scales[k / kFp8BlockSize]);
+    PanelConvert64(panel + 64 * c, wv);
+    const __m512 scale = _mm512_set1_ps(scales[k / kFp8BlockSize] * kFp8Unscale);
     for (int v = 0; v < 4 && k + v / 2 < cols; ++v) {
       _mm512_store_ps(out + 16 * (2 * k + v), _mm512_mul_ps(wv[v], scale));
     }
@@ -751,6 +769,28 @@ constexpr int64_t kFp8ConvertTokens = 24;
 // panel, so that each panel is converted once per ~100+ tokens.
 constexpr int64_t kConvertGroupBytes = 512 << 10;
 
+// Panel p's fixes (see Fp8PanelFix): fix(const Fp8PanelFix&, its row of w) for each.
+template <class Fix>
+void ForEachPanelFix(const LinearWeight& w, int64_t p, const Fix& fix) {
+  if (w.panel_fix_start == nullptr) return;
+  for (int64_t f = w.panel_fix_start[p]; f < w.panel_fix_start[p + 1]; ++f) {
+    fix(w.panel_fixes[f], p * kPanelRows + w.panel_fixes[f].row);
+  }
+}
+
+// Adds the fixes of panel rows [r0, r1) (r0 on a panel boundary) to y[n, w.rows] = x · Wᵀ, which
+// the panel kernels computed with the converted values.
+void AddPanelFixes(const float* x, int64_t n, const LinearWeight& w, float* y, int64_t r0,
+                   int64_t r1) {
+  for (int64_t p = r0 / kPanelRows; p * kPanelRows < r1; ++p) {
+    ForEachPanelFix(w, p, [&](const Fp8PanelFix& fix, int64_t r) {
+      if (r >= r1) return;
+      const float v = fix.delta * ScaleRow(w, r)[fix.col / kFp8BlockSize];
+      for (int64_t t = 0; t < n; ++t) y[t * w.rows + r] += v * x[t * w.cols + fix.col];
+    });
+  }
+}
+
 void PanelRowsFp8(const float* x, int64_t n, const LinearWeight& w, float* y, int64_t r0,
                   int64_t r1) {
   if (n >= kFp8ConvertTokens) {
@@ -766,7 +806,12 @@ void PanelRowsFp8(const float* x, int64_t n, const LinearWeight& w, float* y, in
         n, w, r0, r1,
         [&](const uint8_t* panel, int64_t t, int64_t count, int64_t r, int64_t rows) {
           if (panel != last) {
-            ConvertFp8Panel(panel, w.cols, ScaleRow(w, r), panel_f32);
+            const float* scales = ScaleRow(w, r);
+            ConvertFp8Panel(panel, w.cols, scales, panel_f32);
+            ForEachPanelFix(w, r / kPanelRows, [&](const Fp8PanelFix& fix, int64_t) {
+              panel_f32[fix.col * kPanelRows + fix.row] +=
+                  fix.delta * scales[fix.col / kFp8BlockSize];
+            });
             last = panel;
           }
           WithTokens<kPanelTokens>(count, [&](auto tokens) {
@@ -778,7 +823,7 @@ void PanelRowsFp8(const float* x, int64_t n, const LinearWeight& w, float* y, in
     return;
   }
   if (n <= kGroupTokensFp8) {
-    return WithTokens<kGroupTokensFp8>(n, [&](auto tokens) {
+    WithTokens<kGroupTokensFp8>(n, [&](auto tokens) {
       ForEachPanelGroup<GroupPanelsFp8(tokens())>(
           w, y, r0, r1,
           [&](auto s, const auto& panel, const auto& scales, const auto& out, const auto& rows) {
@@ -786,6 +831,7 @@ void PanelRowsFp8(const float* x, int64_t n, const LinearWeight& w, float* y, in
                                                rows);
           });
     });
+    return AddPanelFixes(x, n, w, y, r0, r1);
   }
   ForEachPanelBlock<kFp8PanelTokens>(
       n, w, r0, r1, [&](const uint8_t* panel, int64_t t, int64_t count, int64_t r, int64_t rows) {
@@ -800,13 +846,12 @@ void PanelRowsFp8(const float* x, int64_t n, const LinearWeight& w, float* y, in
           }
         });
       });
+  AddPanelFixes(x, n, w, y, r0, r1);
 }
 
 // Whether the panel kernels can run w on this CPU now.
 bool UsePanels(const LinearWeight& w) {
-  if (w.panels == nullptr) return false;
-  return w.dtype == DType::kF8E4M3 ? ActiveSimd() >= Simd::kAvx512Vbmi
-                                   : ActiveSimd() >= Simd::kAvx512;
+  return w.panels != nullptr && ActiveSimd() >= Simd::kAvx512;
 }
 
 void PanelRows(const float* x, int64_t n, const LinearWeight& w, float* y, int64_t r0,
@@ -1282,6 +1327,9 @@ LinearWeight LinearWeight::Rows(int64_t begin, int64_t end) const {
   view.panels = panels != nullptr && begin % kPanelRows == 0
                     ? static_cast<const uint8_t*>(panels) + begin / kPanelRows * PanelBytes(*this)
                     : nullptr;
+  view.panel_fix_start = view.panels != nullptr && panel_fix_start != nullptr
+                             ? panel_fix_start + begin / kPanelRows
+                             : nullptr;
   return view;
 }
 
@@ -1289,21 +1337,57 @@ namespace {
 
 // Whether PackPanels packs w on this CPU.
 bool Packable(const LinearWeight& w) {
-  const bool bf16 = w.dtype == DType::kBF16 && ActiveSimd() >= Simd::kAvx512;
-  const bool fp8 = w.dtype == DType::kF8E4M3 && ActiveSimd() >= Simd::kAvx512Vbmi;
   // FP8 panels start where the weight's scale blocks put them: a panel never straddles two.
-  return (bf16 || (fp8 && w.first_row % kPanelRows == 0)) && w.rows > 0 && w.cols > 0;
+  const bool dtype = w.dtype == DType::kBF16 ||
+                     (w.dtype == DType::kF8E4M3 && w.first_row % kPanelRows == 0);
+  return dtype && ActiveSimd() >= Simd::kAvx512 && w.rows > 0 && w.cols > 0;
 }
 
 int64_t PackedBytes(const LinearWeight& w) {
   return (w.rows + kPanelRows - 1) / kPanelRows * PanelBytes(w);
 }
 
-// Writes w's panels at `out` (64-byte aligned, PackedBytes(w) zeroed bytes) and points w at them.
-void PackInto(LinearWeight* w, uint8_t* out) {
+// Whether PanelConvert64 gives E4M3 code `code` exactly: all but exponent code 0 (zero and the
+// subnormals) and the NaN codes.
+constexpr bool PanelConvertsExactly(uint8_t code) {
+  return (code & 0x78) != 0 && (code & 0x7f) != kFp8NanCode;
+}
+
+// What PanelConvert64 gives for `code`, in E4M3 units: 2^(e-7) · (1 + m/8) for every exponent
+// code e, 0 and the NaN codes included.
+float PanelConverted(uint8_t code) {
+  const float v = std::ldexp(1.0f + static_cast<float>(code & 7) / 8.0f, ((code >> 3) & 15) - 7);
+  return (code & 0x80) != 0 ? -v : v;
+}
+
+// An FP8 weight's panels' fix ranges: start[p] is panel p's first fix, start[panels] the count.
+std::vector<int64_t> PanelFixStarts(const LinearWeight& w) {
+  const int64_t panels = (w.rows + kPanelRows - 1) / kPanelRows;
+  std::vector<int64_t> start(static_cast<size_t>(panels + 1), 0);
+#pragma omp parallel for schedule(static) if (ParallelWorthwhile(w.rows * w.cols))
+  for (int64_t p = 0; p < panels; ++p) {
+    int64_t count = 0;
+    for (int64_t r = p * kPanelRows; r < std::min(w.rows, (p + 1) * kPanelRows); ++r) {
+      const uint8_t* row = RowBytes(w, r);
+      for (int64_t k = 0; k < w.cols; ++k) count += PanelConvertsExactly(row[k]) ? 0 : 1;
+    }
+    start[p + 1] = count;
+  }
+  for (int64_t p = 0; p < panels; ++p) start[p + 1] += start[p];
+  return start;
+}
+
+// A weight's fixes beyond this share of its values (weights mostly zero) stay on the row-major
+// kernels, which convert every code exactly: their fixes would cost more than the conversion saves.
+constexpr int64_t kMaxFixShare = 16;
+
+// Writes w's panels at `out` (64-byte aligned, PackedBytes(w) zeroed bytes) and points w at them;
+// FP8 weights' fixes go to `fix_start` (starts, as PanelFixStarts) and `fixes`.
+void PackInto(LinearWeight* w, uint8_t* out, int64_t* fix_start, Fp8PanelFix* fixes) {
   const bool bf16 = w->dtype == DType::kBF16;
   const int64_t panel_bytes = PanelBytes(*w);
-#pragma omp parallel for schedule(static) if (ParallelWorthwhile(w->rows * w->cols))
+  const bool parallel = ParallelWorthwhile(w->rows * w->cols);
+#pragma omp parallel for schedule(static) if (parallel)
   for (int64_t r = 0; r < w->rows; ++r) {
     const int64_t i = r % kPanelRows;
     uint8_t* panel = out + (r / kPanelRows) * panel_bytes;
@@ -1320,22 +1404,69 @@ void PackInto(LinearWeight* w, uint8_t* out) {
     }
   }
   w->panels = out;
+  if (bf16) return;
+  const int64_t panels = (w->rows + kPanelRows - 1) / kPanelRows;
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t p = 0; p < panels; ++p) {
+    Fp8PanelFix* fix = fixes + fix_start[p];
+    for (int64_t r = p * kPanelRows; r < std::min(w->rows, (p + 1) * kPanelRows); ++r) {
+      const uint8_t* row = RowBytes(*w, r);
+      for (int64_t k = 0; k < w->cols; ++k) {
+        if (PanelConvertsExactly(row[k])) continue;
+        *fix++ = {static_cast<int32_t>(k), static_cast<int32_t>(r - p * kPanelRows),
+                  F8E4M3ToF32(row[k]) - PanelConverted(row[k])};
+      }
+    }
+  }
+  w->panel_fixes = fixes;
+  w->panel_fix_start = fix_start;
 }
+
+// Bytes rounded up to whole 64-byte lines, so that what follows in the arena stays aligned.
+int64_t Lines(int64_t bytes) { return (bytes + 63) / 64 * 64; }
 
 }  // namespace
 
 void PackPanels(LinearWeight* w, WeightArena* arena) { PackPanelsContiguous({w, 1}, arena); }
 
 void PackPanelsContiguous(std::span<LinearWeight> weights, WeightArena* arena) {
-  int64_t total = 0;
-  for (const LinearWeight& w : weights) total += Packable(w) ? PackedBytes(w) : 0;
-  if (total == 0) return;
-  uint8_t* out = arena->Allocate(static_cast<size_t>(total));  // zeroed (the padding), aligned
-  if (out == nullptr) return;  // no memory to pack into: the row-major kernels serve the weights
-  for (LinearWeight& w : weights) {
+  // The panels one after another, then the FP8 weights' fix tables.
+  std::vector<std::vector<int64_t>> fix_starts(weights.size());
+  std::vector<bool> pack(weights.size(), false);
+  int64_t total = 0, fix_bytes = 0;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    const LinearWeight& w = weights[i];
     if (!Packable(w)) continue;
-    PackInto(&w, out);
-    out += PackedBytes(w);  // a multiple of 64
+    if (w.dtype == DType::kF8E4M3) {
+      fix_starts[i] = PanelFixStarts(w);
+      const int64_t fixes = fix_starts[i].back();
+      if (fixes * kMaxFixShare > w.rows * w.cols) continue;
+      fix_bytes += Lines(static_cast<int64_t>(fix_starts[i].size() * sizeof(int64_t))) +
+                   Lines(fixes * static_cast<int64_t>(sizeof(Fp8PanelFix)));
+    }
+    pack[i] = true;
+    total += PackedBytes(w);  // a multiple of 64
+  }
+  if (total == 0) return;
+  // Zeroed (the panels' padding) and aligned.
+  uint8_t* out = arena->Allocate(static_cast<size_t>(total + fix_bytes));
+  if (out == nullptr) return;  // no memory to pack into: the row-major kernels serve the weights
+  uint8_t* fix_out = out + total;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    if (!pack[i]) continue;
+    LinearWeight& w = weights[i];
+    int64_t* fix_start = nullptr;
+    Fp8PanelFix* fixes = nullptr;
+    if (w.dtype == DType::kF8E4M3) {
+      const std::vector<int64_t>& starts = fix_starts[i];
+      fix_start = reinterpret_cast<int64_t*>(fix_out);
+      std::copy(starts.begin(), starts.end(), fix_start);
+      fix_out += Lines(static_cast<int64_t>(starts.size() * sizeof(int64_t)));
+      fixes = reinterpret_cast<Fp8PanelFix*>(fix_out);
+      fix_out += Lines(starts.back() * static_cast<int64_t>(sizeof(Fp8PanelFix)));
+    }
+    PackInto(&w, out, fix_start, fixes);
+    out += PackedBytes(w);
   }
 }
 

@@ -12,6 +12,15 @@
 
 namespace epinfer {
 
+// An FP8 panel value the panel kernels' conversion does not give exactly (see PanelConvert64 in
+// linear.cc): E4M3 exponent code 0 (zero, subnormals) or a NaN code. Kernels add
+// delta × block scale × x[col] to row `row` of the panel's output.
+struct Fp8PanelFix {
+  int32_t col;
+  int32_t row;  // within its panel
+  float delta;  // exact value − converted value, in E4M3 units (NaN for NaN codes)
+};
+
 // A linear layer's weight as the checkpoint stores it: W [rows = out features, cols = in
 // features], y = x · Wᵀ. The bytes stay in their checkpoint dtype (F32, BF16, or F8_E4M3 with
 // fp32 block scales); kernels convert on the fly, so BF16/FP8 weights stay compressed in memory.
@@ -30,6 +39,10 @@ struct LinearWeight {
   // kernels (same dtype, the bytes of `data` in another order; FP8 scales stay in scale_inv).
   // MatMul and MatMulBatch use it where set; everything else reads `data`.
   const void* panels = nullptr;
+  // FP8 panels only: panel p's fixes (Fp8PanelFix) are panel_fixes[panel_fix_start[p] ..
+  // panel_fix_start[p + 1]), for the panels of this view.
+  const Fp8PanelFix* panel_fixes = nullptr;
+  const int64_t* panel_fix_start = nullptr;
 
   int64_t scale_cols() const { return (cols + kFp8BlockSize - 1) / kFp8BlockSize; }
   // Bytes a full pass over the weight reads (the decode bandwidth cost), FP8 scales included.
@@ -46,12 +59,13 @@ inline constexpr int64_t kPanelRows = 32;
 // must outlive the weight; huge pages, see weight_arena.h), and points w->panels at it: panels of
 // kPanelRows rows (the last zero-padded). BF16: for each column k, the panel's 32 values in 64
 // bytes, 32-bit lane j holding row j in its low half and row 16 + j in its high half, so one load
-// and two bit operations give two 16-row fp32 vectors. FP8 (needs VBMI): columns in pairs, 64
-// bytes per pair, in the order the table-lookup conversion emits. Either way the kernel
-// multiplies whole weight vectors by broadcast tokens: no per-row horizontal sums, and each
-// converted vector serves up to 12 (BF16) or 8 (FP8) tokens. Does nothing for other dtypes or
-// where the CPU lacks the instructions (the row-major kernels serve those), or where the arena
-// cannot map the memory.
+// and two bit operations give two 16-row fp32 vectors. FP8: columns in pairs, 64 bytes per pair,
+// in the order the kernels' shift-and-mask conversion emits, which is exact for all but E4M3
+// exponent code 0 and NaN codes; those values get an Fp8PanelFix each (a weight with more than
+// 1/16 of them stays row-major). Either way the kernel multiplies whole weight vectors by
+// broadcast tokens: no per-row horizontal sums, and each converted vector serves up to 12 (BF16)
+// or 8 (FP8) tokens. Does nothing for other dtypes or without AVX-512 (the row-major kernels
+// serve those), or where the arena cannot map the memory.
 void PackPanels(LinearWeight* w, WeightArena* arena);
 // PackPanels for several weights into one buffer, one after another in order: products that run
 // one after another (a head group's per-head weights) then read one stream of memory.

@@ -101,6 +101,7 @@ class WeightReader {
     for (int64_t g = 0; g < groups; ++g) {
       out.push_back(w.Rows(g * stride + offset, g * stride + offset + rows));
       out.back().panels = nullptr;
+      out.back().panel_fix_start = nullptr;
     }
     Pack(out);
     return out;

@@ -63,10 +63,9 @@ struct LayerWeights {
 
 // Every parameter a rank holds. Tensors stay in the checkpoint's memory map, in their stored
 // dtype (F32, BF16, F8_E4M3 + scales); F16 and misaligned tensors are converted/copied into
-// `owned`. Norm vectors and biases are converted to f32. On AVX-512 CPUs the BF16 weights of
-// products (and FP8 ones where the CPU has VBMI) also get a panel-packed copy in `packed` (huge
-// pages), in the same dtype (LinearWeight::panels), which the kernels read instead of the mapped
-// bytes.
+// `owned`. Norm vectors and biases are converted to f32. On AVX-512 CPUs the BF16 and FP8 weights
+// of products also get a panel-packed copy in `packed` (huge pages), in the same dtype
+// (LinearWeight::panels), which the kernels read instead of the mapped bytes.
 struct ModelWeights {
   LinearWeight embed_tokens;  // [vocab_size, hidden_size]
   std::vector<LayerWeights> layers;
