@@ -390,9 +390,10 @@ TEST_P(SimdTest, ContiguousPanelsGiveTheSameProducts) {
 
 // The panel kernels convert E4M3 exponent code 0 (zero, ±0, the subnormals) inexactly and add the
 // difference afterwards (Fp8PanelFix): rows made of those codes only, a few more scattered, in the
-// first, a middle and the last partial panel, with an odd last column; every path (1-8 tokens,
-// the converted panels from 24) and row views must give the exact codes' products, each within
-// 1e-5 of Σ|w·x| (its rounding's scale): a missing fix is as large as the small codes themselves.
+// first, a middle and the last partial panel, with an odd last column, and a row of every code;
+// every path (1-8 tokens, the converted panels from 24) and row views must give the exact codes'
+// products, each within 1e-5 of Σ|w·x| (its rounding's scale): a missing fix is as large as the
+// small codes themselves.
 TEST_P(SimdTest, Fp8ZeroAndSubnormalCodesAreExactOnPanels) {
   constexpr int64_t kRows = 100, kCols = 301;
   Stored s = MakeWeight(DType::kF8E4M3, kRows, kCols, 71);
@@ -402,6 +403,12 @@ TEST_P(SimdTest, Fp8ZeroAndSubnormalCodesAreExactOnPanels) {
     for (int64_t c = 0; c < kCols; ++c) s.bytes[r * kCols + c] = codes[(r + c) % 16];
   }
   for (int64_t i = 11; i < kRows * kCols; i += 97) s.bytes[i] = codes[i % 16];
+  // Row 40: every code but the two NaN codes, in turn.
+  std::vector<uint8_t> all;
+  for (int code = 0; code < 256; ++code) {
+    if ((code & 0x7f) != 0x7f) all.push_back(static_cast<uint8_t>(code));
+  }
+  for (int64_t c = 0; c < kCols; ++c) s.bytes[40 * kCols + c] = all[c % all.size()];
   const int64_t scale_cols = s.w.scale_cols();
   for (int64_t r = 0; r < kRows; ++r) {
     for (int64_t c = 0; c < kCols; ++c) {
