@@ -1370,20 +1370,18 @@ float PanelConverted(uint8_t code) {
   return (code & 0x80) != 0 ? -v : v;
 }
 
-// An FP8 weight's panels' fix ranges: start[p] is panel p's first fix, start[panels] the count.
-std::vector<int64_t> PanelFixStarts(const LinearWeight& w) {
-  const int64_t panels = (w.rows + kPanelRows - 1) / kPanelRows;
-  std::vector<int64_t> start(static_cast<size_t>(panels + 1), 0);
+// Where each row's fixes start among an FP8 weight's fixes (rows + 1 entries, the last the
+// count): one pass over the codes, which the compiler vectorises.
+std::vector<int64_t> RowFixStarts(const LinearWeight& w) {
+  std::vector<int64_t> start(static_cast<size_t>(w.rows + 1), 0);
 #pragma omp parallel for schedule(static) if (ParallelWorthwhile(w.rows * w.cols))
-  for (int64_t p = 0; p < panels; ++p) {
+  for (int64_t r = 0; r < w.rows; ++r) {
+    const uint8_t* row = RowBytes(w, r);
     int64_t count = 0;
-    for (int64_t r = p * kPanelRows; r < std::min(w.rows, (p + 1) * kPanelRows); ++r) {
-      const uint8_t* row = RowBytes(w, r);
-      for (int64_t k = 0; k < w.cols; ++k) count += PanelConvertsExactly(row[k]) ? 0 : 1;
-    }
-    start[p + 1] = count;
+    for (int64_t k = 0; k < w.cols; ++k) count += PanelConvertsExactly(row[k]) ? 0 : 1;
+    start[r + 1] = count;
   }
-  for (int64_t p = 0; p < panels; ++p) start[p + 1] += start[p];
+  for (int64_t r = 0; r < w.rows; ++r) start[r + 1] += start[r];
   return start;
 }
 
@@ -1392,12 +1390,13 @@ std::vector<int64_t> PanelFixStarts(const LinearWeight& w) {
 constexpr int64_t kMaxFixShare = 16;
 
 // Writes w's panels at `out` (64-byte aligned, PackedBytes(w) zeroed bytes) and points w at them;
-// FP8 weights' fixes go to `fix_start` (starts, as PanelFixStarts) and `fixes`.
-void PackInto(LinearWeight* w, uint8_t* out, int64_t* fix_start, Fp8PanelFix* fixes) {
+// an FP8 weight's fixes go to `fixes`, row r's from row_start[r] on (RowFixStarts), and its
+// panels' fix ranges to `fix_start`.
+void PackInto(LinearWeight* w, uint8_t* out, const int64_t* row_start, int64_t* fix_start,
+              Fp8PanelFix* fixes) {
   const bool bf16 = w->dtype == DType::kBF16;
   const int64_t panel_bytes = PanelBytes(*w);
-  const bool parallel = ParallelWorthwhile(w->rows * w->cols);
-#pragma omp parallel for schedule(static) if (parallel)
+#pragma omp parallel for schedule(static) if (ParallelWorthwhile(w->rows * w->cols))
   for (int64_t r = 0; r < w->rows; ++r) {
     const int64_t i = r % kPanelRows;
     uint8_t* panel = out + (r / kPanelRows) * panel_bytes;
@@ -1410,24 +1409,20 @@ void PackInto(LinearWeight* w, uint8_t* out, int64_t* fix_start, Fp8PanelFix* fi
       const auto* src = static_cast<const uint8_t*>(w->data) + r * w->cols;
       const int row = static_cast<int>(i);
       const int at[2] = {Fp8PanelByte(row, 0), Fp8PanelByte(row, 1)};
-      for (int64_t k = 0; k < w->cols; ++k) panel[64 * (k / 2) + at[k % 2]] = PanelCode(src[k]);
+      Fp8PanelFix* fix = fixes + row_start[r];
+      for (int64_t k = 0; k < w->cols; ++k) {
+        const uint8_t code = src[k];
+        panel[64 * (k / 2) + at[k % 2]] = PanelCode(code);
+        if (!PanelConvertsExactly(code)) {
+          *fix++ = {static_cast<int32_t>(k), row, F8E4M3ToF32(code) - PanelConverted(code)};
+        }
+      }
     }
   }
   w->panels = out;
   if (bf16) return;
   const int64_t panels = (w->rows + kPanelRows - 1) / kPanelRows;
-#pragma omp parallel for schedule(static) if (parallel)
-  for (int64_t p = 0; p < panels; ++p) {
-    Fp8PanelFix* fix = fixes + fix_start[p];
-    for (int64_t r = p * kPanelRows; r < std::min(w->rows, (p + 1) * kPanelRows); ++r) {
-      const uint8_t* row = RowBytes(*w, r);
-      for (int64_t k = 0; k < w->cols; ++k) {
-        if (PanelConvertsExactly(row[k])) continue;
-        *fix++ = {static_cast<int32_t>(k), static_cast<int32_t>(r - p * kPanelRows),
-                  F8E4M3ToF32(row[k]) - PanelConverted(row[k])};
-      }
-    }
-  }
+  for (int64_t p = 0; p <= panels; ++p) fix_start[p] = row_start[std::min(p * kPanelRows, w->rows)];
   w->panel_fixes = fixes;
   w->panel_fix_start = fix_start;
 }
@@ -1435,24 +1430,28 @@ void PackInto(LinearWeight* w, uint8_t* out, int64_t* fix_start, Fp8PanelFix* fi
 // Bytes rounded up to whole 64-byte lines, so that what follows in the arena stays aligned.
 int64_t Lines(int64_t bytes) { return (bytes + 63) / 64 * 64; }
 
+// Bytes of an FP8 weight's panel fix ranges (LinearWeight::panel_fix_start).
+int64_t FixStartBytes(const LinearWeight& w) {
+  return ((w.rows + kPanelRows - 1) / kPanelRows + 1) * static_cast<int64_t>(sizeof(int64_t));
+}
+
 }  // namespace
 
 void PackPanels(LinearWeight* w, WeightArena* arena) { PackPanelsContiguous({w, 1}, arena); }
 
 void PackPanelsContiguous(std::span<LinearWeight> weights, WeightArena* arena) {
   // The panels one after another, then the FP8 weights' fix tables.
-  std::vector<std::vector<int64_t>> fix_starts(weights.size());
+  std::vector<std::vector<int64_t>> row_starts(weights.size());
   std::vector<bool> pack(weights.size(), false);
   int64_t total = 0, fix_bytes = 0;
   for (size_t i = 0; i < weights.size(); ++i) {
     const LinearWeight& w = weights[i];
     if (!Packable(w)) continue;
     if (w.dtype == DType::kF8E4M3) {
-      fix_starts[i] = PanelFixStarts(w);
-      const int64_t fixes = fix_starts[i].back();
+      row_starts[i] = RowFixStarts(w);
+      const int64_t fixes = row_starts[i].back();
       if (fixes * kMaxFixShare > w.rows * w.cols) continue;
-      fix_bytes += Lines(static_cast<int64_t>(fix_starts[i].size() * sizeof(int64_t))) +
-                   Lines(fixes * static_cast<int64_t>(sizeof(Fp8PanelFix)));
+      fix_bytes += Lines(FixStartBytes(w)) + Lines(fixes * static_cast<int64_t>(sizeof(Fp8PanelFix)));
     }
     pack[i] = true;
     total += PackedBytes(w);  // a multiple of 64
@@ -1468,14 +1467,12 @@ void PackPanelsContiguous(std::span<LinearWeight> weights, WeightArena* arena) {
     int64_t* fix_start = nullptr;
     Fp8PanelFix* fixes = nullptr;
     if (w.dtype == DType::kF8E4M3) {
-      const std::vector<int64_t>& starts = fix_starts[i];
       fix_start = reinterpret_cast<int64_t*>(fix_out);
-      std::copy(starts.begin(), starts.end(), fix_start);
-      fix_out += Lines(static_cast<int64_t>(starts.size() * sizeof(int64_t)));
+      fix_out += Lines(FixStartBytes(w));
       fixes = reinterpret_cast<Fp8PanelFix*>(fix_out);
-      fix_out += Lines(starts.back() * static_cast<int64_t>(sizeof(Fp8PanelFix)));
+      fix_out += Lines(row_starts[i].back() * static_cast<int64_t>(sizeof(Fp8PanelFix)));
     }
-    PackInto(&w, out, fix_start, fixes);
+    PackInto(&w, out, row_starts[i].data(), fix_start, fixes);
     out += PackedBytes(w);
   }
 }
