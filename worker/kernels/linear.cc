@@ -1422,7 +1422,9 @@ void PackInto(LinearWeight* w, uint8_t* out, const int64_t* row_start, int64_t* 
   w->panels = out;
   if (bf16) return;
   const int64_t panels = (w->rows + kPanelRows - 1) / kPanelRows;
-  for (int64_t p = 0; p <= panels; ++p) fix_start[p] = row_start[std::min(p * kPanelRows, w->rows)];
+  for (int64_t p = 0; p <= panels; ++p) {
+    fix_start[p] = row_start[std::min(p * kPanelRows, w->rows)];
+  }
   w->panel_fixes = fixes;
   w->panel_fix_start = fix_start;
 }
@@ -1451,7 +1453,8 @@ void PackPanelsContiguous(std::span<LinearWeight> weights, WeightArena* arena) {
       row_starts[i] = RowFixStarts(w);
       const int64_t fixes = row_starts[i].back();
       if (fixes * kMaxFixShare > w.rows * w.cols) continue;
-      fix_bytes += Lines(FixStartBytes(w)) + Lines(fixes * static_cast<int64_t>(sizeof(Fp8PanelFix)));
+      fix_bytes +=
+          Lines(FixStartBytes(w)) + Lines(fixes * static_cast<int64_t>(sizeof(Fp8PanelFix)));
     }
     pack[i] = true;
     total += PackedBytes(w);  // a multiple of 64
