@@ -32,6 +32,10 @@ constexpr int64_t kStreamChunkRows = 16;
 // How far ahead of the weight stream to prefetch: a single core keeps too few cache-line misses
 // in flight from the hardware prefetcher alone to reach the memory bandwidth.
 constexpr int64_t kPrefetchBytes = 4096;
+// The distance of products of few tokens that stream several panels at once (PanelGroupKernel with
+// S > 1, PanelGroupKernelFp8): 4 KB ahead streamed 5-12% slower there than 1.5-3 KB, while BF16
+// blocks of 7+ tokens (S = 1) stay faster at 4 KB (docs/PERFORMANCE.md, "Stop 16").
+constexpr int64_t kGroupPrefetchBytes = 2048;
 // MatMulBatch hands out its bytes in this many slices per thread (MatMul its panels, where there
 // are enough): a thread that runs out of work waits for the others' current slice at most, and
 // 32 per thread halved that wait at batch 1 against 8 (17-19 -> 7-10 us per region).
@@ -477,11 +481,11 @@ EPINFER_TARGET_AVX512 void PanelKernelF32(const float* panel, const float* x, in
 }
 
 // Where a group kernel of S panels prefetches, relative to panel s, while it reads byte `at` of
-// it: kPrefetchBytes ahead, and past the panel's end, at the same place in panel s of the next
+// it: kAhead bytes ahead, and past the panel's end, at the same place in panel s of the next
 // group (S panels on, where ForEachPanelGroup finds it), whose streams then start warm.
-template <int S>
+template <int S, int64_t kAhead = kPrefetchBytes>
 inline int64_t NextGroupAhead(int64_t at, int64_t panel_bytes) {
-  const int64_t ahead = at + kPrefetchBytes;
+  const int64_t ahead = at + kAhead;
   return ahead < panel_bytes ? ahead : ahead + (S - 1) * panel_bytes;
 }
 
@@ -504,7 +508,8 @@ EPINFER_TARGET_AVX512 void PanelGroupKernel(const std::array<const uint8_t*, S>&
   const __m512i high_half = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
   const int64_t panel_bytes = 64 * cols;
   for (int64_t k = 0; k < cols; ++k) {
-    const int64_t ahead = NextGroupAhead<S>(64 * k, panel_bytes);
+    constexpr int64_t kAhead = S > 1 ? kGroupPrefetchBytes : kPrefetchBytes;
+    const int64_t ahead = NextGroupAhead<S, kAhead>(64 * k, panel_bytes);
     for (int s = 0; s < S; ++s) {
       _mm_prefetch(reinterpret_cast<const char*>(panel[s] + ahead), _MM_HINT_T0);
       const __m512i v = _mm512_load_si512(panel[s] + 64 * k);
@@ -615,7 +620,7 @@ EPINFER_TARGET_AVX512 void PanelGroupKernelFp8(const std::array<const uint8_t*, 
         x0[t] = _mm512_set1_ps(x[t * ldx + 2 * c]);
         x1[t] = _mm512_set1_ps(x[t * ldx + 2 * c + 1]);
       }
-      const int64_t ahead = NextGroupAhead<S>(64 * c, panel_bytes);
+      const int64_t ahead = NextGroupAhead<S, kGroupPrefetchBytes>(64 * c, panel_bytes);
       for (int s = 0; s < S; ++s) {
         _mm_prefetch(reinterpret_cast<const char*>(panel[s] + ahead), _MM_HINT_T0);
         __m512 wv[4];
