@@ -154,7 +154,7 @@ absl::Status Run() {
   for (int it = 0; it < warmup + iters; ++it) {
     RandomRouting(rng, tokens, top_k, num_experts, &experts, &weights);
     const DispatchLayout layout =
-        BuildDispatchLayout(experts.data(), weights.data(), tokens, top_k, layer);
+        BuildDispatchLayout(experts.data(), weights.data(), tokens, top_k, layer, comm->rank());
     // A fresh dispatcher per step, as RunMoe makes one per MoE layer.
     ExpertDispatcher dispatcher(*comm, transport, hidden, top_k, layer.slots_per_rank);
     std::fill(out.begin(), out.end(), 0.0f);

@@ -49,7 +49,7 @@ void RunMlps(absl::Span<const MlpJob> jobs, absl::Span<const MatMulJob> alongsid
 
 DispatchLayout BuildDispatchLayout(const int32_t* experts, const float* weights,
                                    int64_t num_tokens, int32_t top_k,
-                                   const LayerPlacement& placement) {
+                                   const LayerPlacement& placement, int32_t source_rank) {
   DispatchLayout layout;
   layout.num_ranks = placement.num_ranks;
   layout.top_k = top_k;
@@ -62,7 +62,7 @@ DispatchLayout BuildDispatchLayout(const int32_t* experts, const float* weights,
     std::fill(row_of_rank.begin(), row_of_rank.end(), -1);
     std::fill(used.begin(), used.end(), 0);
     for (int32_t j = 0; j < top_k; ++j) {
-      const int32_t slot = placement.SlotFor(experts[t * top_k + j], t);
+      const int32_t slot = placement.SlotFor(experts[t * top_k + j], t + source_rank);
       const int32_t rank = slot / placement.slots_per_rank;
       if (row_of_rank[rank] < 0) {
         row_of_rank[rank] = static_cast<int64_t>(layout.tokens[rank].size());
@@ -402,7 +402,8 @@ absl::Status RunMoe(const ModelConfig& c, const LayerWeights& w, const LayerPlac
   });
 
   // Layout → dispatch.
-  const DispatchLayout layout = BuildDispatchLayout(experts, weights, num_tokens, top_k, placement);
+  const DispatchLayout layout =
+      BuildDispatchLayout(experts, weights, num_tokens, top_k, placement, comm.rank());
   ExpertDispatcher dispatcher(comm, transport, hidden, top_k,
                               static_cast<int64_t>(w.experts.size()));
   RETURN_IF_ERROR(dispatcher.Dispatch(h, layout, deadline));

@@ -44,10 +44,11 @@ struct DispatchLayout {
 };
 
 // experts, weights: [num_tokens, top_k] from RouteToken. Replicated experts are spread over
-// their replicas by token index (LayerPlacement::SlotFor).
+// their replicas by token index plus `source_rank`, the sending rank (LayerPlacement::SlotFor):
+// ranks that each send one token a step (decode) still spread a hot expert over its replicas.
 DispatchLayout BuildDispatchLayout(const int32_t* experts, const float* weights,
                                    int64_t num_tokens, int32_t top_k,
-                                   const LayerPlacement& placement);
+                                   const LayerPlacement& placement, int32_t source_rank);
 
 // Per-step counters for telemetry and metrics.
 struct MoeStats {

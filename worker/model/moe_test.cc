@@ -69,7 +69,7 @@ TEST(DispatchLayoutTest, ATokenGoesToEachRankOnceWithAllItsSlotsThere) {
   // token 0 → experts 0, 1 (both rank 0); token 1 → experts 3, 0.
   std::vector<int32_t> experts = {0, 1, 3, 0};
   std::vector<float> weights = {0.5f, 0.25f, 0.75f, 0.125f};
-  DispatchLayout layout = BuildDispatchLayout(experts.data(), weights.data(), 2, 2, p);
+  DispatchLayout layout = BuildDispatchLayout(experts.data(), weights.data(), 2, 2, p, 0);
   EXPECT_EQ(layout.tokens[0], (std::vector<int32_t>{0, 1}));
   EXPECT_EQ(layout.tokens[1], (std::vector<int32_t>{1}));
   EXPECT_EQ(layout.entries[0][0].local_slot, 0);
@@ -89,9 +89,31 @@ TEST(DispatchLayoutTest, ReplicatedExpertsAreSpreadOverTheirReplicasByToken) {
   ASSERT_TRUE(p.Index(3).ok());
   std::vector<int32_t> experts = {0, 0, 0, 0};
   std::vector<float> weights = {1, 1, 1, 1};
-  DispatchLayout layout = BuildDispatchLayout(experts.data(), weights.data(), 4, 1, p);
+  DispatchLayout layout = BuildDispatchLayout(experts.data(), weights.data(), 4, 1, p, 0);
   EXPECT_EQ(layout.tokens[0], (std::vector<int32_t>{0, 2}));
   EXPECT_EQ(layout.tokens[1], (std::vector<int32_t>{1, 3}));
+  // From rank 1 the spread starts one replica on.
+  layout = BuildDispatchLayout(experts.data(), weights.data(), 4, 1, p, 1);
+  EXPECT_EQ(layout.tokens[0], (std::vector<int32_t>{1, 3}));
+  EXPECT_EQ(layout.tokens[1], (std::vector<int32_t>{0, 2}));
+}
+
+// Decode: each rank sends one token a step. A hot expert's replicas share them across the ranks
+// (token index + sending rank), where by token index alone every rank's token 0 would go to the
+// first replica.
+TEST(DispatchLayoutTest, OneTokenPerRankSpreadsOverTheReplicas) {
+  LayerPlacement p;
+  p.num_ranks = 2;
+  p.slots_per_rank = 2;
+  p.phy2log = {0, 1, 0, 2};  // expert 0 on both ranks
+  ASSERT_TRUE(p.Index(3).ok());
+  const std::vector<int32_t> experts = {0};
+  const std::vector<float> weights = {1};
+  for (int32_t rank = 0; rank < 2; ++rank) {
+    const DispatchLayout layout = BuildDispatchLayout(experts.data(), weights.data(), 1, 1, p, rank);
+    EXPECT_EQ(layout.tokens[rank], (std::vector<int32_t>{0})) << rank;
+    EXPECT_TRUE(layout.tokens[1 - rank].empty()) << rank;
+  }
 }
 
 // Two ranks as threads, FP8 dispatch and BF16 combine, rows enough for the codec loops to split
@@ -121,7 +143,7 @@ TEST(ExpertDispatcherTest, RanksReceiveTheEncodedRowsOfTheirTokensAndCombineAdds
       experts.push_back(static_cast<int32_t>((t % 4 + 1 + (t / 4) % 3) % 4));
     }
     const std::vector<float> weights(experts.size(), 0.5f);
-    layouts.push_back(BuildDispatchLayout(experts.data(), weights.data(), kTokens, kTopK, p));
+    layouts.push_back(BuildDispatchLayout(experts.data(), weights.data(), kTokens, kTopK, p, r));
   }
 
   // Each rank: dispatch, return each received row as its expert sum, combine.
