@@ -110,7 +110,8 @@ TEST(DispatchLayoutTest, OneTokenPerRankSpreadsOverTheReplicas) {
   const std::vector<int32_t> experts = {0};
   const std::vector<float> weights = {1};
   for (int32_t rank = 0; rank < 2; ++rank) {
-    const DispatchLayout layout = BuildDispatchLayout(experts.data(), weights.data(), 1, 1, p, rank);
+    const DispatchLayout layout =
+        BuildDispatchLayout(experts.data(), weights.data(), 1, 1, p, rank);
     EXPECT_EQ(layout.tokens[rank], (std::vector<int32_t>{0})) << rank;
     EXPECT_TRUE(layout.tokens[1 - rank].empty()) << rank;
   }
