@@ -81,12 +81,18 @@ TEST(DispatchLayoutTest, ATokenGoesToEachRankOnceWithAllItsSlotsThere) {
   EXPECT_EQ(layout.entries[1][0].local_slot, 1);  // expert 3 = rank 1's slot 1
 }
 
-TEST(DispatchLayoutTest, ReplicatedExpertsAreSpreadOverTheirReplicasByToken) {
+// Two ranks of two slots each, expert 0 on both (slots 0 and 2), experts 1 and 2 once.
+LayerPlacement ExpertZeroOnBothRanks() {
   LayerPlacement p;
   p.num_ranks = 2;
   p.slots_per_rank = 2;
-  p.phy2log = {0, 1, 0, 2};  // expert 0 on both ranks
-  ASSERT_TRUE(p.Index(3).ok());
+  p.phy2log = {0, 1, 0, 2};
+  EXPECT_TRUE(p.Index(3).ok());
+  return p;
+}
+
+TEST(DispatchLayoutTest, ReplicatedExpertsAreSpreadOverTheirReplicasByToken) {
+  const LayerPlacement p = ExpertZeroOnBothRanks();
   std::vector<int32_t> experts = {0, 0, 0, 0};
   std::vector<float> weights = {1, 1, 1, 1};
   DispatchLayout layout = BuildDispatchLayout(experts.data(), weights.data(), 4, 1, p, 0);
@@ -102,11 +108,7 @@ TEST(DispatchLayoutTest, ReplicatedExpertsAreSpreadOverTheirReplicasByToken) {
 // (token index + sending rank), where by token index alone every rank's token 0 would go to the
 // first replica.
 TEST(DispatchLayoutTest, OneTokenPerRankSpreadsOverTheReplicas) {
-  LayerPlacement p;
-  p.num_ranks = 2;
-  p.slots_per_rank = 2;
-  p.phy2log = {0, 1, 0, 2};  // expert 0 on both ranks
-  ASSERT_TRUE(p.Index(3).ok());
+  const LayerPlacement p = ExpertZeroOnBothRanks();
   const std::vector<int32_t> experts = {0};
   const std::vector<float> weights = {1};
   for (int32_t rank = 0; rank < 2; ++rank) {
