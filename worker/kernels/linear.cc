@@ -794,15 +794,29 @@ void ForEachPanelFix(const LinearWeight& w, int64_t p, const Fix& fix) {
 }
 
 // Adds the fixes of panel rows [r0, r1) (r0 on a panel boundary) to y[n, w.rows] = x · Wᵀ, which
-// the panel kernels computed with the converted values.
+// the panel kernels computed with the converted values. A plain loop per panel, one token apart:
+// this runs after every chunk of every FP8 product, and the general loop's per-fix overhead
+// (vectorisation checks for the token loop) cost more than the multiply-adds.
 void AddPanelFixes(const float* x, int64_t n, const LinearWeight& w, float* y, int64_t r0,
                    int64_t r1) {
+  if (w.panel_fix_start == nullptr) return;
   for (int64_t p = r0 / kPanelRows; p * kPanelRows < r1; ++p) {
-    ForEachPanelFix(w, p, [&](const Fp8PanelFix& fix, int64_t r) {
-      if (r >= r1) return;
-      const float v = fix.delta * ScaleRow(w, r)[fix.col / kFp8BlockSize];
-      for (int64_t t = 0; t < n; ++t) y[t * w.rows + r] += v * x[t * w.cols + fix.col];
-    });
+    float* panel_y = y + p * kPanelRows;
+    const int64_t rows = std::min(kPanelRows, r1 - p * kPanelRows);
+    const Fp8PanelFix* fix = w.panel_fixes + w.panel_fix_start[p];
+    const Fp8PanelFix* const end = w.panel_fixes + w.panel_fix_start[p + 1];
+    if (n == 1) {
+      for (; fix < end; ++fix) {
+        if (fix->row < rows) panel_y[fix->row] += fix->value * x[fix->col];
+      }
+      continue;
+    }
+    for (; fix < end; ++fix) {
+      if (fix->row >= rows) continue;
+      for (int64_t t = 0; t < n; ++t) {
+        panel_y[t * w.rows + fix->row] += fix->value * x[t * w.cols + fix->col];
+      }
+    }
   }
 }
 
@@ -824,8 +838,7 @@ void PanelRowsFp8(const float* x, int64_t n, const LinearWeight& w, float* y, in
             const float* scales = ScaleRow(w, r);
             ConvertFp8Panel(panel, w.cols, scales, panel_f32);
             ForEachPanelFix(w, r / kPanelRows, [&](const Fp8PanelFix& fix, int64_t) {
-              panel_f32[fix.col * kPanelRows + fix.row] +=
-                  fix.delta * scales[fix.col / kFp8BlockSize];
+              panel_f32[fix.col * kPanelRows + fix.row] += fix.value;
             });
             last = panel;
           }
@@ -1414,12 +1427,14 @@ void PackInto(LinearWeight* w, uint8_t* out, const int64_t* row_start, int64_t* 
       const auto* src = static_cast<const uint8_t*>(w->data) + r * w->cols;
       const int row = static_cast<int>(i);
       const int at[2] = {Fp8PanelByte(row, 0), Fp8PanelByte(row, 1)};
+      const float* scales = ScaleRow(*w, r);
       Fp8PanelFix* fix = fixes + row_start[r];
       for (int64_t k = 0; k < w->cols; ++k) {
         const uint8_t code = src[k];
         panel[64 * (k / 2) + at[k % 2]] = PanelCode(code);
         if (!PanelConvertsExactly(code)) {
-          *fix++ = {static_cast<int32_t>(k), row, F8E4M3ToF32(code) - PanelConverted(code)};
+          const float delta = F8E4M3ToF32(code) - PanelConverted(code);
+          *fix++ = {static_cast<int32_t>(k), row, delta * scales[k / kFp8BlockSize]};
         }
       }
     }

@@ -13,12 +13,14 @@
 namespace epinfer {
 
 // An FP8 panel value the panel kernels' conversion does not give exactly (see PanelConvert64 in
-// linear.cc): E4M3 exponent code 0 (zero, subnormals) or a NaN code. Kernels add
-// delta × block scale × x[col] to row `row` of the panel's output.
+// linear.cc): E4M3 exponent code 0 (zero, subnormals) or a NaN code. Kernels add value × x[col]
+// to row `row` of the panel's output.
 struct Fp8PanelFix {
   int32_t col;
   int32_t row;  // within its panel
-  float delta;  // exact value − converted value, in E4M3 units (NaN for NaN codes)
+  // (exact − converted value, in E4M3 units) × the value's block scale (NaN for NaN codes),
+  // scaled when packed: the kernels pay per fix only its multiply-add.
+  float value;
 };
 
 // A linear layer's weight as the checkpoint stores it: W [rows = out features, cols = in

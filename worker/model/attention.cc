@@ -15,12 +15,6 @@ constexpr int64_t kQueryBlock = 64;
 // Heads per absorbed-attention task: the rows of its score and output products, which read the
 // token's cached latents once for all of them.
 constexpr int64_t kHeadGroup = 8;
-// Cached bytes a step's absorbed tokens read, above which each thread takes one head group, not
-// two: every group reads all of its tokens' cached rows, so two groups per thread read them twice,
-// the second time from L2 only while they fit there (~1.25 MB here, shared with the weights
-// streaming past). At a 1000-token context, 8 sequences: 293-368 -> 344-408 tok/s (FP8, 2
-// threads, alternating runs).
-constexpr int64_t kRereadCacheBytes = int64_t{512} << 10;
 
 struct Dims {
   int64_t heads, nope, rope, qk, vd, kvl, kvd;
@@ -106,16 +100,14 @@ void AbsorbedAttention(const Dims& d, const LayerWeights& w, const Rope& rope, i
                        KvCache& cache, float* o) {
   const int64_t n = static_cast<int64_t>(tokens.size());
   const int64_t kv_row = d.nope + d.vd;
-  int64_t max_keys = 0, cached_bytes = 0;
-  for (const AbsorbedToken& t : tokens) {
-    max_keys = std::max(max_keys, t.position + 1);
-    cached_bytes += (t.position + 1) * d.kvd * static_cast<int64_t>(sizeof(float));
-  }
-  // At most kHeadGroup heads per group, whose cached rows AttendRows loads once for all of them;
-  // two groups per thread even out the threads' pace, one reads a long context only once.
-  const int64_t per_thread = cached_bytes > kRereadCacheBytes ? 1 : 2;
-  const int64_t group =
-      std::clamp<int64_t>(d.heads / (per_thread * KernelThreads()), 1, kHeadGroup);
+  int64_t max_keys = 0;
+  for (const AbsorbedToken& t : tokens) max_keys = std::max(max_keys, t.position + 1);
+  // One group per thread, of at most kHeadGroup heads: every group reads all of its tokens'
+  // cached rows (AttendRows loads them once for the group's heads), so more groups read them
+  // more often. Two groups per thread, which evened out the threads' pace, made the region 4-9%
+  // slower at batch 1 even where the second reading came from L2 (FP8 81 -> 76 us, BF16 114 ->
+  // 108 us a layer; at a 1000-token context, 8 sequences, 293-368 -> 344-408 tok/s).
+  const int64_t group = std::clamp<int64_t>(d.heads / KernelThreads(), 1, kHeadGroup);
   const int64_t groups = (d.heads + group - 1) / group;
   const bool parallel = ParallelWorthwhile(
       n * d.heads * (d.qk * queries.q_lora + kv_row * d.kvl + 2 * max_keys * d.kvd));
