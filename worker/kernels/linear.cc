@@ -784,37 +784,29 @@ constexpr int64_t kFp8ConvertTokens = 24;
 // panel, so that each panel is converted once per ~100+ tokens.
 constexpr int64_t kConvertGroupBytes = 512 << 10;
 
-// Panel p's fixes (see Fp8PanelFix): fix(const Fp8PanelFix&, its row of w) for each.
-template <class Fix>
-void ForEachPanelFix(const LinearWeight& w, int64_t p, const Fix& fix) {
-  if (w.panel_fix_start == nullptr) return;
-  for (int64_t f = w.panel_fix_start[p]; f < w.panel_fix_start[p + 1]; ++f) {
-    fix(w.panel_fixes[f], p * kPanelRows + w.panel_fixes[f].row);
-  }
+// Panel p's fixes (see Fp8PanelFix).
+std::span<const Fp8PanelFix> PanelFixes(const LinearWeight& w, int64_t p) {
+  if (w.panel_fix_start == nullptr) return {};
+  return {w.panel_fixes + w.panel_fix_start[p], w.panel_fixes + w.panel_fix_start[p + 1]};
 }
 
 // Adds the fixes of panel rows [r0, r1) (r0 on a panel boundary) to y[n, w.rows] = x · Wᵀ, which
-// the panel kernels computed with the converted values. A plain loop per panel, one token apart:
-// this runs after every chunk of every FP8 product, and the general loop's per-fix overhead
-// (vectorisation checks for the token loop) cost more than the multiply-adds.
+// the panel kernels computed with the converted values. One token apart: this runs after every
+// chunk of every FP8 product, and the token loop's vectorisation checks cost more per fix than
+// its multiply-add.
 void AddPanelFixes(const float* x, int64_t n, const LinearWeight& w, float* y, int64_t r0,
                    int64_t r1) {
-  if (w.panel_fix_start == nullptr) return;
   for (int64_t p = r0 / kPanelRows; p * kPanelRows < r1; ++p) {
     float* panel_y = y + p * kPanelRows;
     const int64_t rows = std::min(kPanelRows, r1 - p * kPanelRows);
-    const Fp8PanelFix* fix = w.panel_fixes + w.panel_fix_start[p];
-    const Fp8PanelFix* const end = w.panel_fixes + w.panel_fix_start[p + 1];
-    if (n == 1) {
-      for (; fix < end; ++fix) {
-        if (fix->row < rows) panel_y[fix->row] += fix->value * x[fix->col];
+    for (const Fp8PanelFix& fix : PanelFixes(w, p)) {
+      if (fix.row >= rows) continue;
+      if (n == 1) {
+        panel_y[fix.row] += fix.value * x[fix.col];
+        continue;
       }
-      continue;
-    }
-    for (; fix < end; ++fix) {
-      if (fix->row >= rows) continue;
       for (int64_t t = 0; t < n; ++t) {
-        panel_y[t * w.rows + fix->row] += fix->value * x[t * w.cols + fix->col];
+        panel_y[t * w.rows + fix.row] += fix.value * x[t * w.cols + fix.col];
       }
     }
   }
@@ -837,9 +829,9 @@ void PanelRowsFp8(const float* x, int64_t n, const LinearWeight& w, float* y, in
           if (panel != last) {
             const float* scales = ScaleRow(w, r);
             ConvertFp8Panel(panel, w.cols, scales, panel_f32);
-            ForEachPanelFix(w, r / kPanelRows, [&](const Fp8PanelFix& fix, int64_t) {
+            for (const Fp8PanelFix& fix : PanelFixes(w, r / kPanelRows)) {
               panel_f32[fix.col * kPanelRows + fix.row] += fix.value;
-            });
+            }
             last = panel;
           }
           WithTokens<kPanelTokens>(count, [&](auto tokens) {
