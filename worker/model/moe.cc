@@ -427,22 +427,30 @@ absl::Status RunMoe(const ModelConfig& c, const LayerWeights& w, const LayerPlac
            (rows == 0 || rows + static_cast<int64_t>(slot_rows[last].size()) <= kGroupRows)) {
       rows += static_cast<int64_t>(slot_rows[last++].size());
     }
-    float* xs = Sized(scratch.xs, rows * hidden);
     float* ys = Sized(scratch.ys, rows * hidden);
     std::vector<int64_t>& gather = scratch.gather;
     std::vector<int64_t>& first_output = scratch.first_output;
     gather.clear();
     first_output.assign(static_cast<size_t>(received) + 1, 0);
     jobs.clear();
-    int64_t row = 0;
+    // An expert of one row reads it where it was received; the others' rows are gathered into
+    // xs, in the order of `gather`. At batch 1 every expert has one row: the six copies of it
+    // cost ~2 us a layer (FP8, 2 threads: 3.6-5.3 -> 2.5-3.1 us from routing to the experts).
+    for (size_t s = first; s < last; ++s) {
+      if (slot_rows[s].size() > 1) {
+        for (const auto& [r, weight] : slot_rows[s]) gather.push_back(r);
+      }
+    }
+    float* xs = Sized(scratch.xs, static_cast<int64_t>(gather.size()) * hidden);
+    int64_t row = 0, gathered = 0;
     for (size_t s = first; s < last; ++s) {
       const int64_t n = static_cast<int64_t>(slot_rows[s].size());
-      for (int64_t i = 0; i < n; ++i) {
-        gather.push_back(slot_rows[s][i].first);
-        ++first_output[slot_rows[s][i].first + 1];
-      }
-      jobs.push_back({&w.experts[s], xs + row * hidden, n, ys + row * hidden});
+      for (const auto& [r, weight] : slot_rows[s]) ++first_output[r + 1];
+      const float* x = n == 1 ? dispatcher.received_rows() + slot_rows[s][0].first * hidden
+                              : xs + gathered * hidden;
+      jobs.push_back({&w.experts[s], x, n, ys + row * hidden});
       row += n;
+      if (n > 1) gathered += n;
     }
     for (int64_t r = 0; r < received; ++r) first_output[r + 1] += first_output[r];
     std::vector<std::pair<int64_t, float>>& outputs = scratch.outputs;
@@ -453,7 +461,7 @@ absl::Status RunMoe(const ModelConfig& c, const LayerWeights& w, const LayerPlac
     for (size_t s = first; s < last; ++s) {
       for (const auto& [r, weight] : slot_rows[s]) outputs[fill[r]++] = {row++, weight};
     }
-    ForEachRow(rows, hidden, [&](int64_t i) {
+    ForEachRow(gathered, hidden, [&](int64_t i) {
       std::memcpy(xs + i * hidden, dispatcher.received_rows() + gather[i] * hidden,
                   hidden * sizeof(float));
     });
