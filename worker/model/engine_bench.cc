@@ -225,6 +225,60 @@ double SgemmPeak(int threads) {
   return 2.0 * kN * kN * kN / best;
 }
 
+// The panel kernels' rate when memory is not the limit: a (512 × threads)×1024 weight in `dtype`
+// (valid values, unit block scales), packed as the model loader packs it, multiplied by one token
+// over and over on `threads` threads, so each core's 512 rows stay in its L2. Weight bytes/s,
+// best of 10 windows of 50 ms. Against the read bandwidth it says how much of the cores' issue a
+// batch-1 step needs: FP8 converts each byte with several vector operations, BF16 with one.
+double KernelFromCache(DType dtype, int threads) {
+  constexpr int64_t kCols = 1024;
+  const int64_t rows = 512 * std::max(threads, 1);
+  struct Packed {
+    LinearWeight w;
+    std::vector<uint8_t> bytes;
+    std::vector<float> scales;
+  };
+  static WeightArena arena;
+  static std::map<std::pair<DType, int>, Packed> packed;  // nodes stay put: w points into them
+  auto [it, fresh] = packed.try_emplace({dtype, threads});
+  LinearWeight& w = it->second.w;
+  if (fresh) {
+    std::vector<uint8_t>& bytes = it->second.bytes;
+    bytes.resize(static_cast<size_t>(rows * kCols * DTypeSize(dtype)));
+    for (size_t i = 0; i < bytes.size(); ++i) {
+      // E4M3 codes 0x08-0x77 and their negatives (normal, no NaN); BF16 bytes of ±0.5-2.
+      bytes[i] = dtype == DType::kF8E4M3 ? static_cast<uint8_t>((0x08 + i * 37 % 0x70) | (i & 0x80))
+                 : i % 2 == 0            ? static_cast<uint8_t>(i * 37)
+                                         : static_cast<uint8_t>(0x3f | (i & 0x80));
+    }
+    w.dtype = dtype;
+    w.rows = rows;
+    w.cols = kCols;
+    w.data = bytes.data();
+    if (dtype == DType::kF8E4M3) {
+      it->second.scales.assign(static_cast<size_t>((rows + 127) / 128 * w.scale_cols()), 1.0f);
+      w.scale_inv = it->second.scales.data();
+    }
+    PackPanels(&w, &arena);
+  }
+  SetKernelThreads(threads);
+  std::vector<float> x(kCols, 0.01f), y(static_cast<size_t>(rows));
+  MatMul(x.data(), 1, w, y.data());  // warm: the weight into the caches
+  double best = 0;
+  for (int window = 0; window < 10; ++window) {
+    int64_t calls = 0;
+    const Clock::time_point start = Clock::now();
+    double elapsed = 0;
+    while (elapsed < 0.05) {
+      MatMul(x.data(), 1, w, y.data());
+      ++calls;
+      elapsed = Seconds(start);
+    }
+    best = std::max(best, calls / elapsed);
+  }
+  return static_cast<double>(w.bytes()) * best;
+}
+
 // ---- what a token costs -----------------------------------------------------------------------
 
 int64_t MlpBytes(const MlpWeights& m) {
@@ -414,6 +468,7 @@ struct Measurement {
 
 struct Limits {
   std::vector<double> bandwidth, peak;  // per thread count: bytes/s, FLOP/s
+  std::vector<double> fp8_cached, bf16_cached;  // per thread count: KernelFromCache, bytes/s
 };
 
 Limits MeasureLimits(const std::vector<int64_t>& thread_counts) {
@@ -421,6 +476,8 @@ Limits MeasureLimits(const std::vector<int64_t>& thread_counts) {
   if (!absl::GetFlag(FLAGS_measure_limits)) {  // zeros: not measured
     limits.bandwidth.assign(thread_counts.size(), 0.0);
     limits.peak.assign(thread_counts.size(), 0.0);
+    limits.fp8_cached.assign(thread_counts.size(), 0.0);
+    limits.bf16_cached.assign(thread_counts.size(), 0.0);
     return limits;
   }
   for (int64_t t : thread_counts) {
@@ -429,6 +486,11 @@ Limits MeasureLimits(const std::vector<int64_t>& thread_counts) {
     auto peak = Quietly([&]() -> absl::StatusOr<double> { return SgemmPeak(threads); });
     limits.bandwidth.push_back(bandwidth->value);
     limits.peak.push_back(peak->value);
+    for (DType dtype : {DType::kF8E4M3, DType::kBF16}) {
+      auto cached =
+          Quietly([&]() -> absl::StatusOr<double> { return KernelFromCache(dtype, threads); });
+      (dtype == DType::kF8E4M3 ? limits.fp8_cached : limits.bf16_cached).push_back(cached->value);
+    }
   }
   return limits;
 }
@@ -542,12 +604,15 @@ absl::Status Run() {
   const bool measured = absl::GetFlag(FLAGS_measure_limits);
   if (measured) {
     std::printf("\n| threads | read bandwidth GB/s (before / after) | OpenBLAS sgemm 2048³ "
-                "GFLOP/s (before / after) |\n|---|---|---|\n");
+                "GFLOP/s (before / after) | batch-1 kernel from cache, GB/s of FP8 / BF16 weights "
+                "(before / after) |\n|---|---|---|---|\n");
   }
   for (size_t i = 0; i < thread_counts.size() && measured; ++i) {
-    std::printf("| %lld | %.1f / %.1f | %.1f / %.1f |\n",
+    std::printf("| %lld | %.1f / %.1f | %.1f / %.1f | %.1f / %.1f (before), %.1f / %.1f (after) |\n",
                 static_cast<long long>(thread_counts[i]), before.bandwidth[i] / 1e9,
-                after.bandwidth[i] / 1e9, before.peak[i] / 1e9, after.peak[i] / 1e9);
+                after.bandwidth[i] / 1e9, before.peak[i] / 1e9, after.peak[i] / 1e9,
+                before.fp8_cached[i] / 1e9, before.bf16_cached[i] / 1e9,
+                after.fp8_cached[i] / 1e9, after.bf16_cached[i] / 1e9);
   }
   for (const auto& [weights, bytes] : bytes_per_token) {
     std::printf("\n%s: %.1f MB of weights read per decode token", weights.c_str(), bytes / 1e6);
