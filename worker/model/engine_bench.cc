@@ -247,9 +247,10 @@ double KernelFromCache(DType dtype, int threads) {
     bytes.resize(static_cast<size_t>(rows * kCols * DTypeSize(dtype)));
     for (size_t i = 0; i < bytes.size(); ++i) {
       // E4M3 codes 0x08-0x77 and their negatives (normal, no NaN); BF16 bytes of ±0.5-2.
-      bytes[i] = dtype == DType::kF8E4M3 ? static_cast<uint8_t>((0x08 + i * 37 % 0x70) | (i & 0x80))
+      const uint8_t sign = static_cast<uint8_t>(i & 0x80);
+      bytes[i] = dtype == DType::kF8E4M3 ? static_cast<uint8_t>((0x08 + i * 37 % 0x70) | sign)
                  : i % 2 == 0            ? static_cast<uint8_t>(i * 37)
-                                         : static_cast<uint8_t>(0x3f | (i & 0x80));
+                                         : static_cast<uint8_t>(0x3f | sign);
     }
     w.dtype = dtype;
     w.rows = rows;
@@ -608,7 +609,8 @@ absl::Status Run() {
                 "(before / after) |\n|---|---|---|---|\n");
   }
   for (size_t i = 0; i < thread_counts.size() && measured; ++i) {
-    std::printf("| %lld | %.1f / %.1f | %.1f / %.1f | %.1f / %.1f (before), %.1f / %.1f (after) |\n",
+    std::printf("| %lld | %.1f / %.1f | %.1f / %.1f | %.1f / %.1f (before), %.1f / %.1f "
+                "(after) |\n",
                 static_cast<long long>(thread_counts[i]), before.bandwidth[i] / 1e9,
                 after.bandwidth[i] / 1e9, before.peak[i] / 1e9, after.peak[i] / 1e9,
                 before.fp8_cached[i] / 1e9, before.bf16_cached[i] / 1e9,
