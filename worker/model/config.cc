@@ -269,6 +269,12 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text) {
   if (std::string act = "silu"; j.contains("hidden_act")) {
     RETURN_IF_ERROR(ReadString(j, "hidden_act", {"silu"}, &act));
   }
+  // DeepSeek-V2/V3's attention projections have no biases (model.py's Linear layers carry none),
+  // and no kernel here adds one: a config that asks for them must not load without them.
+  if (bool bias = false; j.contains("attention_bias")) {
+    RETURN_IF_ERROR(ReadBool(j, "attention_bias", &bias));
+    if (bias) return FieldError("attention_bias", "true is not supported (expected false)");
+  }
   RETURN_IF_ERROR(ParseRopeScaling(j, c));
   if (auto it = j.find("quantization_config"); it != j.end() && !it->is_null()) {
     std::string method, fmt = "e4m3";

@@ -6,6 +6,7 @@
 
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "worker/model/make_model.h"
 
 namespace epinfer {
 namespace {
@@ -15,6 +16,42 @@ std::string ReadTestdata(const std::string& name) {
   std::stringstream text;
   text << in.rdbuf();
   return text.str();
+}
+
+// The `small` preset of issue 3, shape by shape, so that other engines can be run on the same
+// weights: a benchmark's numbers compare only if the shapes stay these.
+TEST(ModelConfigTest, SmallPresetHasTheBenchmarkShapes) {
+  for (DType dtype : {DType::kBF16, DType::kF8E4M3}) {
+    MakeModelOptions options;
+    options.preset = "small";
+    options.dtype = dtype;
+    absl::StatusOr<std::string> json = PresetConfigJson(options);
+    ASSERT_TRUE(json.ok()) << json.status();
+    absl::StatusOr<ModelConfig> c = ParseModelConfig(*json);
+    ASSERT_TRUE(c.ok()) << c.status();
+    EXPECT_EQ(c->hidden_size, 1024);
+    EXPECT_EQ(c->num_hidden_layers, 4);
+    EXPECT_EQ(c->first_k_dense_replace, 1);
+    EXPECT_EQ(c->intermediate_size, 2816);
+    EXPECT_EQ(c->n_routed_experts, 64);
+    EXPECT_EQ(c->num_experts_per_tok, 6);
+    EXPECT_EQ(c->n_group, 8);
+    EXPECT_EQ(c->topk_group, 4);
+    EXPECT_EQ(c->n_shared_experts, 2);
+    EXPECT_EQ(c->moe_intermediate_size, 512);
+    EXPECT_EQ(c->num_attention_heads, 16);
+    EXPECT_EQ(c->q_lora_rank, 384);
+    EXPECT_EQ(c->kv_lora_rank, 256);
+    EXPECT_EQ(c->qk_nope_head_dim, 64);
+    EXPECT_EQ(c->qk_rope_head_dim, 32);
+    EXPECT_EQ(c->v_head_dim, 64);
+    EXPECT_EQ(c->vocab_size, 8192);
+    ASSERT_TRUE(c->rope_scaling.has_value());
+    EXPECT_EQ(c->rope_scaling->type, "yarn");
+    EXPECT_EQ(c->rope_scaling->factor, 40);
+    EXPECT_EQ(c->rope_scaling->original_max_position_embeddings, 4096);
+    EXPECT_EQ(c->fp8_weights, dtype == DType::kF8E4M3);
+  }
 }
 
 TEST(ModelConfigTest, DeepSeekV3ConfigParsesWithPublishedSizes) {
@@ -74,6 +111,7 @@ TEST(ModelConfigTest, ErrorsNameTheField) {
                                         {"scoring_func", "relu"},
                                         {"topk_method", "random"},
                                         {"hidden_act", "gelu"},
+                                        {"attention_bias", true},
                                         {"qk_rope_head_dim", 63},
                                         {"eos_token_id", 999999},
                                         {"rope_scaling", {{"type", "linear"}, {"factor", 2}}},
