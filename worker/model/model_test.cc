@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -9,6 +10,7 @@
 
 #include "gtest/gtest.h"
 #include "worker/model/make_model.h"
+#include "worker/model/safetensors.h"
 
 namespace epinfer {
 namespace {
@@ -142,6 +144,61 @@ TEST(DeepseekV3ModelTest, ARankReadsOnlyTheExpertsOfItsSlots) {
   }
   // 2 MoE layers × 4 experts × (gate, up, down) × (weight, scale_inv).
   EXPECT_EQ(own, 2 * 4 * 3 * 2);
+}
+
+// x rounded to a value F16 holds exactly (10 mantissa bits, |x| >= 2^-14 or 0) and that value's
+// F16 bits: the test needs both sides of the comparison to carry the same numbers.
+std::pair<float, uint16_t> RoundToF16(float x) {
+  if (!(std::fabs(x) >= 0x1p-14f)) return {0.0f, 0};
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  u = (u + 0x1000u) & ~0x1fffu;  // nearest, ties away: any rounding will do, both sides agree
+  float rounded;
+  std::memcpy(&rounded, &u, 4);
+  const uint32_t exponent = ((u >> 23) & 0xff) - 127 + 15;
+  return {rounded, static_cast<uint16_t>(((u >> 16) & 0x8000u) | (exponent << 10) |
+                                         ((u >> 13) & 0x3ffu))};
+}
+
+TEST(DeepseekV3ModelTest, F16CheckpointGivesTheLogitsOfItsValuesInF32) {
+  // The tiny f32 checkpoint with every tensor rounded to F16 values, written twice: as F16 and
+  // as F32. Loading converts F16 to F32, so both must give the same logits.
+  const std::string source = MakeTiny("f16_source", DType::kF32);
+  auto checkpoint = Checkpoint::Open(source);
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+  std::vector<TensorToWrite> f16, f32;
+  for (const std::string& name : (*checkpoint)->Names()) {
+    auto t = (*checkpoint)->Get(name);
+    ASSERT_TRUE(t.ok()) << t.status();
+    ASSERT_EQ(t->info->dtype, DType::kF32) << name;
+    const int64_t n = t->info->num_elements();
+    std::string half(static_cast<size_t>(n * 2), '\0'), single(static_cast<size_t>(n * 4), '\0');
+    for (int64_t i = 0; i < n; ++i) {
+      float x;
+      std::memcpy(&x, t->data + 4 * i, 4);
+      const auto [rounded, bits] = RoundToF16(x);
+      std::memcpy(&half[2 * i], &bits, 2);
+      std::memcpy(&single[4 * i], &rounded, 4);
+    }
+    f16.push_back({name, DType::kF16, t->info->shape, std::move(half)});
+    f32.push_back({name, DType::kF32, t->info->shape, std::move(single)});
+  }
+  const fs::path dir = fs::path(source).parent_path();
+  for (const auto& [sub, tensors] : {std::pair{"f16_half", &f16}, std::pair{"f16_single", &f32}}) {
+    fs::create_directories(dir / sub);
+    fs::copy_file(fs::path(source) / "config.json", dir / sub / "config.json",
+                  fs::copy_options::overwrite_existing);
+    ASSERT_TRUE(WriteSafetensors((dir / sub / "model.safetensors").string(), *tensors).ok());
+  }
+  auto half = DeepseekV3Model::Load((dir / "f16_half").string());
+  auto single = DeepseekV3Model::Load((dir / "f16_single").string());
+  ASSERT_TRUE(half.ok()) << half.status();
+  ASSERT_TRUE(single.ok()) << single.status();
+  const auto tokens = Prompt(9);
+  const auto want = Prefill(**single, tokens, AttentionForm::kAuto);
+  const auto got = Prefill(**half, tokens, AttentionForm::kAuto);
+  EXPECT_LE(MaxDiff(got, want), 1e-6f * MaxAbs(want));
+  EXPECT_GT(MaxAbs(want), 0.0f);
 }
 
 TEST(DeepseekV3ModelTest, ConfigThatDisagreesWithTheWeightsNamesTensorAndShape) {
