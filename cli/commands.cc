@@ -29,6 +29,7 @@ constexpr Command kCommands[] = {
     {"make-model", "write a random-weight DeepSeek-V3 checkpoint (HF layout)", RunMakeModel},
     {"forward", "write the logits of every position of a token list", RunForward},
     {"generate", "generate token ids from a prompt of token ids", RunGenerate},
+    {"model-info", "parameter counts and KV bytes per token of a config.json", RunModelInfo},
     {"tokenize", "text on stdin to token ids (JSON array)", RunTokenize},
     {"detokenize", "token ids (JSON array) on stdin to text", RunDetokenize},
     {"serve", "run a local cluster: router, scheduler and N workers", RunServe},

@@ -12,6 +12,7 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
@@ -63,6 +64,8 @@ ABSL_FLAG(std::string, dispatch_dtype, "f32", "MoE dispatch activations: f32, bf
 ABSL_FLAG(std::string, combine_dtype, "f32", "MoE combine activations: f32 or bf16.");
 ABSL_FLAG(int, ep_rank, -1,
           "internal: this process's rank in a group of processes (--transport=ucx or nccl).");
+ABSL_FLAG(std::string, config, "",
+          "model-info: a config.json to describe (instead of --model DIR/config.json).");
 ABSL_FLAG(std::string, rendezvous, "",
           "internal: rendezvous directory of a group of processes (--transport=ucx or nccl).");
 
@@ -290,6 +293,49 @@ absl::Status MakeModelCommand() {
   return absl::OkStatus();
 }
 
+// "671,026,419,712".
+std::string WithCommas(int64_t n) {
+  std::string digits = absl::StrCat(n < 0 ? -n : n), out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return n < 0 ? "-" + out : out;
+}
+
+absl::Status ModelInfo() {
+  const std::string model = absl::GetFlag(FLAGS_model), file = absl::GetFlag(FLAGS_config);
+  if (model.empty() == file.empty()) {
+    return absl::InvalidArgumentError("give one of --model DIR or --config FILE");
+  }
+  const std::string path = file.empty() ? (std::filesystem::path(model) / "config.json").string()
+                                        : file;
+  ASSIGN_OR_RETURN(ModelConfig c, LoadModelConfig(path));
+  const int64_t moe_layers = c.num_moe_layers();
+  std::cout << "model_type: " << c.model_type << "\n"
+            << "layers: " << c.num_hidden_layers << " (" << c.num_hidden_layers - moe_layers
+            << " dense, " << moe_layers << " MoE)"
+            << (c.num_nextn_predict_layers > 0
+                    ? absl::StrCat(", and ", c.num_nextn_predict_layers,
+                                   " multi-token-prediction layer(s), not counted and not run")
+                    : "")
+            << "\n"
+            << "experts per MoE layer: " << c.n_routed_experts << " routed, "
+            << c.num_experts_per_tok << " active per token, " << c.n_shared_experts
+            << " shared\n"
+            << "parameters: " << WithCommas(c.ParameterCount()) << " ("
+            << absl::StrFormat("%.1f", c.ParameterCount() / 1e9) << " B)\n"
+            << "parameters active per token: " << WithCommas(c.ActiveParameterCount()) << " ("
+            << absl::StrFormat("%.1f", c.ActiveParameterCount() / 1e9) << " B)\n"
+            << "weights: " << (c.fp8_weights ? "F8_E4M3 with 128x128 block scales" : "as stored")
+            << "\n"
+            << "latent KV cache per token: " << c.kv_cache_dim() << " values x "
+            << c.num_hidden_layers << " layers = " << WithCommas(c.KvBytesPerToken(2))
+            << " bytes in BF16, " << WithCommas(c.KvBytesPerToken(4))
+            << " bytes in F32 (as this engine caches it)\n";
+  return absl::OkStatus();
+}
+
 int Run(int argc, char** argv, const char* usage, const std::vector<std::string>& flags,
         absl::Status (*body)()) {
   std::vector<std::string> args = ParseFlagsOrExit(argc, argv, usage, flags);
@@ -318,6 +364,10 @@ int RunForward(int argc, char** argv) {
               "transport", "placement", "dispatch_dtype", "combine_dtype", "ep_rank",
               "rendezvous"},
              Forward);
+}
+
+int RunModelInfo(int argc, char** argv) {
+  return Run(argc, argv, "--model DIR | --config FILE", {"model", "config"}, ModelInfo);
 }
 
 int RunGenerate(int argc, char** argv) {

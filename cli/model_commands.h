@@ -9,6 +9,8 @@ int RunMakeModel(int argc, char** argv);
 int RunForward(int argc, char** argv);
 // epinfer generate: token ids of a completion, comma-separated on the last line.
 int RunGenerate(int argc, char** argv);
+// epinfer model-info: a config.json's architecture, parameter counts and KV bytes per token.
+int RunModelInfo(int argc, char** argv);
 
 }  // namespace epinfer
 

@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """The three server binaries, as an operator sees them: they listen, log where, answer health and
 reflection, export /metrics, stop cleanly on SIGTERM and reject bad flags with exit code 2."""
+import json
 import os
 import sys
 import unittest
@@ -87,6 +88,42 @@ class BinariesTest(unittest.TestCase):
                                          timeout_s=30)
                 self.assertEqual(code, 2, err)
                 self.assertIn(message, err)
+
+    def test_model_info_reports_the_671b_config_and_a_made_model(self):
+        epinfer = procs.runfile("cli/epinfer")
+        code, out, err = procs.run(
+            [epinfer, "model-info",
+             "--config=" + procs.runfile("worker/model/testdata/deepseek_v3_671b_config.json")])
+        self.assertEqual(code, 0, err)
+        # DeepSeek-V3's technical report: 671B parameters, 37B activated per token; its MLA
+        # caches 512 + 64 values per token and layer, 61 layers, 2 bytes each.
+        self.assertIn("parameters: 671,0", out)
+        self.assertIn("(671.0 B)", out)
+        self.assertRegex(out, r"parameters active per token: 37,\d{3},\d{3},\d{3} \(37\.\d B\)")
+        self.assertIn("576 values x 61 layers = 70,272 bytes in BF16", out)
+        # The tiny model, counted here from its config.json field by field.
+        with open(os.path.join(MODEL, "config.json")) as f:
+            c = json.load(f)
+        h, heads = c["hidden_size"], c["num_attention_heads"]
+        qk = c["qk_nope_head_dim"] + c["qk_rope_head_dim"]
+        kv_dim = c["kv_lora_rank"] + c["qk_rope_head_dim"]
+        attention = (2 * h + h * c["q_lora_rank"] + c["q_lora_rank"] +
+                     c["q_lora_rank"] * heads * qk + h * kv_dim + c["kv_lora_rank"] +
+                     c["kv_lora_rank"] * heads * (c["qk_nope_head_dim"] + c["v_head_dim"]) +
+                     heads * c["v_head_dim"] * h)
+        layers, dense = c["num_hidden_layers"], c["first_k_dense_replace"]
+        moe = (c["n_routed_experts"] * (h + 1) +
+               (c["n_routed_experts"] + c["n_shared_experts"]) * 3 * h *
+               c["moe_intermediate_size"])
+        total = (2 * c["vocab_size"] * h + h + layers * attention +
+                 dense * 3 * h * c["intermediate_size"] + (layers - dense) * moe)
+        code, out, err = procs.run([epinfer, "model-info", "--model=" + MODEL])
+        self.assertEqual(code, 0, err)
+        self.assertIn("parameters: {:,} ".format(total), out)
+        self.assertIn("= {:,} bytes in BF16".format(kv_dim * layers * 2), out)
+        code, _, err = procs.run([epinfer, "model-info"])
+        self.assertEqual(code, 2)
+        self.assertIn("--model DIR or --config FILE", err)
 
     def test_help_exits_0(self):
         code, out, _ = procs.run([procs.runfile("router/router"), "--help"], timeout_s=30)
