@@ -125,6 +125,27 @@ class BinariesTest(unittest.TestCase):
         self.assertEqual(code, 2)
         self.assertIn("--model DIR or --config FILE", err)
 
+    def test_generate_stops_at_a_stop_id_and_repeats_with_a_seed(self):
+        epinfer = procs.runfile("cli/epinfer")
+
+        def generate(*flags):
+            code, out, err = procs.run([epinfer, "generate", "--model=" + MODEL,
+                                        "--tokens=3,17,42", "--max-tokens=8"] + list(flags))
+            self.assertEqual(code, 0, err)
+            last = out.strip().splitlines()[-1] if out.strip() else ""
+            return [int(t) for t in last.split(",")] if last else []
+
+        greedy = generate("--ignore_eos")
+        self.assertEqual(len(greedy), 8)
+        stop = greedy[3]
+        # Generation ends at the stop id's first occurrence, which is not returned.
+        self.assertEqual(generate("--ignore_eos", "--stop_token_ids=%d" % stop),
+                         greedy[:greedy.index(stop)])
+        sampled = generate("--ignore_eos", "--temperature=1.0", "--top_p=0.9", "--seed=11")
+        self.assertEqual(len(sampled), 8)
+        self.assertEqual(generate("--ignore_eos", "--temperature=1.0", "--top_p=0.9", "--seed=11"),
+                         sampled)
+
     def test_help_exits_0(self):
         code, out, _ = procs.run([procs.runfile("router/router"), "--help"], timeout_s=30)
         self.assertEqual(code, 0)
