@@ -293,15 +293,19 @@ absl::Status MakeModelCommand() {
   return absl::OkStatus();
 }
 
-// "671,026,419,712".
+// "70,272" (n >= 0).
 std::string WithCommas(int64_t n) {
-  std::string digits = absl::StrCat(n < 0 ? -n : n), out;
+  const std::string digits = absl::StrCat(n);
+  std::string out;
   for (size_t i = 0; i < digits.size(); ++i) {
     if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
     out += digits[i];
   }
-  return n < 0 ? "-" + out : out;
+  return out;
 }
+
+// "671,026,419,200 (671.0 B)".
+std::string Count(int64_t n) { return absl::StrFormat("%s (%.1f B)", WithCommas(n), n / 1e9); }
 
 absl::Status ModelInfo() {
   const std::string model = absl::GetFlag(FLAGS_model), file = absl::GetFlag(FLAGS_config);
@@ -323,10 +327,8 @@ absl::Status ModelInfo() {
             << "experts per MoE layer: " << c.n_routed_experts << " routed, "
             << c.num_experts_per_tok << " active per token, " << c.n_shared_experts
             << " shared\n"
-            << "parameters: " << WithCommas(c.ParameterCount()) << " ("
-            << absl::StrFormat("%.1f", c.ParameterCount() / 1e9) << " B)\n"
-            << "parameters active per token: " << WithCommas(c.ActiveParameterCount()) << " ("
-            << absl::StrFormat("%.1f", c.ActiveParameterCount() / 1e9) << " B)\n"
+            << "parameters: " << Count(c.ParameterCount()) << "\n"
+            << "parameters active per token: " << Count(c.ActiveParameterCount()) << "\n"
             << "weights: " << (c.fp8_weights ? "F8_E4M3 with 128x128 block scales" : "as stored")
             << "\n"
             << "latent KV cache per token: " << c.kv_cache_dim() << " values x "
